@@ -1,0 +1,367 @@
+"""Honest metrics for facial keypoints, and the evaluation command.
+
+NME (normalised mean error): the mean distance between predicted and true points divided by
+the distance between the outer eye corners (points 36 and 45), per face. Reported as mean and
+median, per region, as a cumulative error distribution (CED) with its area under the curve up
+to 8 % (AUC@8 %) and the failure rate FR@8 % (share of faces whose NME exceeds 8 %, a face the
+detector missed counting as a failure), and as RMSE in pixels.
+
+Two protocols on the official 770-frame test split::
+
+    python evaluate.py --model saved_models/keypoints_resnet18.pt            # both protocols
+    python evaluate.py --protocol crop      # (a) the model on face crops from the ground truth
+    python evaluate.py --protocol pipeline  # (b) Haar detection -> crop -> model -> image
+
+Protocol (b) is what a user gets: a face the detector misses is a failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data_load import LEFT_EYE_OUTER, REGIONS, RIGHT_EYE_OUTER
+
+FAIL_THRESHOLD = 0.08
+
+
+def interocular(gt):
+    """Outer-eye-corner distance per face, for (N, 68, 2) ground truth."""
+    gt = np.asarray(gt, dtype=np.float64)
+    return np.linalg.norm(gt[:, LEFT_EYE_OUTER] - gt[:, RIGHT_EYE_OUTER], axis=-1)
+
+
+def point_errors(pred, gt):
+    """Per-point error normalised by the outer-eye-corner distance: (N, 68)."""
+    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"pred and gt must both be (N, 68, 2), got {pred.shape} and {gt.shape}")
+    return np.linalg.norm(pred - gt, axis=-1) / interocular(gt)[:, None]
+
+
+def nme(pred, gt):
+    """NME of each face: (N,). A face with a NaN prediction (missed) gets ``inf``."""
+    e = point_errors(pred, gt).mean(axis=1)
+    return np.where(np.isnan(e), np.inf, e)
+
+
+def ced_auc(nmes, threshold=FAIL_THRESHOLD, steps=1000):
+    """Area under the cumulative error distribution up to ``threshold``, scaled to [0, 1]."""
+    nmes = np.asarray(nmes, dtype=np.float64)
+    xs = np.linspace(0, threshold, steps + 1)
+    ced = (nmes[None, :] <= xs[:, None]).mean(axis=1)
+    return float(np.trapezoid(ced, xs) / threshold)
+
+
+def failure_rate(nmes, threshold=FAIL_THRESHOLD):
+    return float((np.asarray(nmes) > threshold).mean())
+
+
+def summarize(pred, gt):
+    """Every metric for predictions ``pred`` (N, 68, 2) against ``gt``, in image pixels.
+
+    Rows of ``pred`` that are NaN are faces that were not found: they count as failures (NME
+    ``inf``) and are left out of the mean, median, per-region NME and RMSE, which are over the
+    faces found.
+    """
+    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    found = ~np.isnan(pred).any(axis=(1, 2))
+    per_face = nme(pred, gt)
+    errs = point_errors(pred[found], gt[found])
+    sq = ((pred[found] - gt[found]) ** 2).sum(axis=-1)
+    out = {
+        "faces": int(len(gt)),
+        "faces_found": int(found.sum()),
+        "found_rate": float(found.mean()) if len(gt) else 0.0,
+        "nme_mean": float(errs.mean()) if found.any() else float("nan"),
+        "nme_median": float(np.median(errs.mean(axis=1))) if found.any() else float("nan"),
+        "auc@8": ced_auc(per_face),
+        "fr@8": failure_rate(per_face),
+        "rmse_px": float(np.sqrt(sq.mean())) if found.any() else float("nan"),
+    }
+    for name, idx in REGIONS.items():
+        out[f"nme_{name}"] = float(errs[:, list(idx)].mean()) if found.any() else float("nan")
+    return out
+
+
+def format_metrics(m, title=""):
+    """A short human-readable block for one ``summarize`` result."""
+    lines = [title] if title else []
+    lines.append(f"  faces found     {m['faces_found']}/{m['faces']} ({100 * m['found_rate']:.1f} %)")
+    lines.append(f"  NME mean        {100 * m['nme_mean']:.2f} %   median {100 * m['nme_median']:.2f} %")
+    lines.append(f"  AUC@8 %         {m['auc@8']:.3f}      FR@8 % {100 * m['fr@8']:.2f} %")
+    lines.append(f"  RMSE            {m['rmse_px']:.2f} px")
+    lines.append("  per region NME  " + "  ".join(f"{k} {100 * m['nme_' + k]:.2f} %" for k in REGIONS))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Protocols
+# --------------------------------------------------------------------------------------------
+def match_detection(boxes, gt, crop_scale, calibration=None):
+    """Index of the detected box that covers the labelled face, or ``None``.
+
+    A box matches when the crop it gives is centred within a quarter of the face's size of the
+    labelled face's centre and its size is within a factor 1.5 of the labelled crop's.
+    """
+    from data_load import keypoint_box, square_crop_box
+    from detect import crop_for_box
+
+    if len(boxes) == 0:
+        return None
+    gx, gy, gside = square_crop_box(keypoint_box(gt), crop_scale)
+    gc = np.array([gx + gside / 2, gy + gside / 2])
+    best, best_d = None, np.inf
+    for i, box in enumerate(boxes):
+        x, y, side = crop_for_box(box, crop_scale, calibration)
+        d = np.linalg.norm(np.array([x + side / 2, y + side / 2]) - gc)
+        if d < 0.25 * gside and 1 / 1.5 < side / gside < 1.5 and d < best_d:
+            best, best_d = i, d
+    return best
+
+
+def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=True):
+    """Predictions for every face of a split under a protocol; returns (summary, details).
+
+    ``protocol='crop'``: the model on the face crop derived from the labelled keypoints.
+    ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure.
+    """
+    from tqdm import tqdm
+
+    from data_load import dataset, keypoint_box, square_crop_box
+
+    ds = dataset(split, subset=subset)
+    preds, gts, detections, seconds = [], [], 0, 0.0
+    for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress):
+        sample = ds[i]
+        image, gt = sample["image"], sample["keypoints"]
+        t0 = time.perf_counter()
+        if protocol == "crop":
+            crop = square_crop_box(keypoint_box(gt), detector.crop_scale)
+            pred = detector.keypoints_for_crops(image, [crop])[0]
+        else:
+            boxes = detector.detect_faces(image)
+            detections += len(boxes)
+            j = match_detection(boxes, gt, detector.crop_scale)
+            pred = (np.full((68, 2), np.nan) if j is None
+                    else detector.keypoints_for_boxes(image, boxes[j:j + 1])[0])
+        seconds += time.perf_counter() - t0
+        preds.append(pred)
+        gts.append(gt)
+    summary = summarize(np.array(preds), np.array(gts))
+    summary["protocol"] = protocol
+    summary["ms_per_image"] = 1000 * seconds / max(len(ds), 1)
+    if protocol == "pipeline":
+        summary["extra_detections"] = detections - summary["faces_found"]
+    return summary, {"pred": np.array(preds), "gt": np.array(gts), "files": ds.filenames}
+
+
+def calibrate_detector(subset=1000, crop_scale=1.0):
+    """Measure ``detect.FACE_BOX_TO_CROP`` on training frames: medians of where the labelled
+    face sits relative to the Haar box that found it."""
+    from tqdm import tqdm
+
+    from data_load import dataset, keypoint_box
+    from detect import HaarFaceDetector
+
+    detector = HaarFaceDetector()
+    ds = dataset("train", subset=subset)
+    rows = []
+    for i in tqdm(range(len(ds)), desc="calibrating"):
+        sample = ds[i]
+        kx, ky, kw, kh = keypoint_box(sample["keypoints"])
+        kc, ksize = np.array([kx + kw / 2, ky + kh / 2]), max(kw, kh)
+        boxes = detector(sample["image"])
+        if len(boxes) == 0:
+            continue
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        j = int(np.argmin(np.linalg.norm(centres - kc, axis=1)))
+        x, y, w, h = boxes[j]
+        if np.linalg.norm(centres[j] - kc) > 0.5 * ksize:
+            continue
+        rows.append(((kc[0] - centres[j][0]) / w, (kc[1] - centres[j][1]) / h, ksize / w))
+    rows = np.array(rows)
+    med = np.median(rows, axis=0)
+    spread = np.percentile(rows, [10, 90], axis=0)
+    return {"dx": round(float(med[0]), 4), "dy": round(float(med[1]), 4),
+            "size": round(float(med[2]), 4), "faces": len(rows), "of": len(ds),
+            "p10": spread[0].round(4).tolist(), "p90": spread[1].round(4).tolist()}
+
+
+def predict_loader(model, loader, kp_mean, kp_std):
+    """Run ``model`` over a loader of normalised samples.
+
+    Returns ``(pred, gt, images)``: keypoints (N, 68, 2) in the model input's pixels and the
+    input images (N, H, W) in [0, 1].
+    """
+    import torch
+
+    model.eval()
+    preds, gts, images = [], [], []
+    with torch.inference_mode():
+        for batch in loader:
+            out = model(batch["image"]).view(-1, 68, 2)
+            preds.append(out.numpy() * kp_std + kp_mean)
+            gts.append(batch["keypoints"].numpy() * kp_std + kp_mean)
+            images.append(batch["image"][:, 0].numpy())
+    return np.concatenate(preds), np.concatenate(gts), np.concatenate(images)
+
+
+def consecutive_frame_pairs(filenames):
+    """Pairs of file names ``<name>_X0`` / ``<name>_X1``: consecutive frames of one clip."""
+    names = set(filenames)
+    pairs = []
+    for f in sorted(names):
+        stem, ext = Path(f).stem, Path(f).suffix
+        if stem.endswith("0") and f"{stem[:-1]}1{ext}" in names:
+            pairs.append((f, f"{stem[:-1]}1{ext}"))
+    return pairs
+
+
+def label_noise(split="train", data_dir=None):
+    """How much the labels of two nearly identical pictures differ: the error floor.
+
+    For each pair of consecutive frames of a clip, frame A's keypoints are aligned onto frame
+    B's by a similarity transform (rotation, scale, shift: the head may move a little) and the
+    NME between them is measured. If both labels carry independent noise of the same size,
+    the per-frame noise is this pair NME divided by sqrt(2). Returns the pair NMEs.
+    """
+    import cv2
+
+    from data_load import dataset
+
+    ds = dataset(split, data_dir=data_dir)
+    index = {f: i for i, f in enumerate(ds.filenames)}
+    pair_nme = []
+    for a, b in consecutive_frame_pairs(ds.filenames):
+        pa, pb = ds.keypoints(index[a]).astype(np.float64), ds.keypoints(index[b]).astype(np.float64)
+        m, _ = cv2.estimateAffinePartial2D(pa, pb, method=cv2.LMEDS)
+        if m is None:
+            continue
+        aligned = pa @ m[:, :2].T + m[:, 2]
+        pair_nme.append(nme(aligned[None], pb[None])[0])
+    return np.array(pair_nme)
+
+
+def ship_model(model_path, dest, results, card_path=None):
+    """Copy a checkpoint to ``dest`` with its measured test metrics, and write its model card.
+
+    ``results`` is ``{protocol: summarize(...) result}`` as measured by ``evaluate``. The copy is
+    written atomically, so an interrupted run never leaves a half-written shipped model.
+    """
+    import platform
+    import shutil
+
+    import torch
+
+    from models import read_checkpoint
+
+    ckpt = read_checkpoint(model_path)
+    ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results}
+    from models import atomic_torch_save
+
+    atomic_torch_save(ckpt, dest)
+    dest = Path(dest)
+    run_dir = Path(ckpt.get("train_config", {}).get("out", ""))
+    curves = None
+    if run_dir.is_dir() and (run_dir / "curves.png").is_file():
+        curves = dest.with_name(dest.stem + "_curves.png")
+        shutil.copyfile(run_dir / "curves.png", curves)
+        shutil.copyfile(run_dir / "log.csv", dest.with_name(dest.stem + "_log.csv"))
+    card_path = Path(card_path or dest.with_name("MODEL_CARD.md"))
+    train_metrics = ckpt["metrics"]
+    rows = []
+    for protocol, title in (("crop", "(a) ground-truth face crops"),
+                            ("pipeline", "(b) full pipeline (Haar detection -> crop -> model)")):
+        if protocol not in results:
+            continue
+        m = results[protocol]
+        rows.append(f"| {title} | {m['faces_found']}/{m['faces']} | {100 * m['nme_mean']:.2f} | "
+                    f"{100 * m['nme_median']:.2f} | {m['auc@8']:.3f} | {100 * m['fr@8']:.2f} | "
+                    f"{m['rmse_px']:.2f} | " + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS)
+                    + " |")
+    cfg = ckpt.get("train_config", {})
+    text = f"""# Model card: `{dest.name}`
+
+Written by `python evaluate.py --model {model_path} --ship {dest}`; every figure below was
+measured by that command (`evaluate.py`) on the official 770-frame test split.
+
+## The model
+- Architecture: `{ckpt['arch']}` {ckpt.get('arch_args', {})} (`models.py`), {ckpt['input_size']}-px
+  grayscale face crops, crop side = {ckpt.get('crop_scale')} x the keypoints' box (the detector maps
+  a Haar box onto the same crop, `detect.FACE_BOX_TO_CROP`).
+- Normalisation: {ckpt['normalization']}.
+- File size: {dest.stat().st_size / 1e6:.1f} MB.
+
+## Training
+- Data: the course dataset (YouTube Faces frames), training split only: {cfg.get('val_fraction', 0.1):.0%}
+  of the people held out for validation and early stopping (split by person). The test split
+  was used for nothing but these figures.
+- Command (as recorded in the checkpoint): `{ckpt.get('command', '?')}`
+- Best validation NME {100 * train_metrics.get('val_nme', float('nan')):.2f} % at epoch
+  {train_metrics.get('epoch', '?')}, after {train_metrics.get('train_minutes', '?')} minutes of training.
+- Machine: {platform.machine()}, {platform.processor() or 'CPU'}, {torch.get_num_threads()} threads
+  available here; torch {torch.__version__}; no GPU.
+{f'- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`.' if curves else ''}
+
+## Test metrics (`evaluate.py`)
+NME: mean point error / outer-eye-corner distance (points 36, 45). AUC and FR at 8 %. A face the
+detector misses counts as a failure in FR and is left out of the NME means.
+
+| protocol | faces found | NME mean % | NME median % | AUC@8 | FR@8 % | RMSE px | {' | '.join(k + ' %' for k in REGIONS)} |
+| --- | --- | --- | --- | --- | --- | --- | {' | '.join('---' for _ in REGIONS)} |
+{chr(10).join(rows)}
+
+Caveats: the test frames show the same 347 people as the training frames (other frames of
+them). The labels themselves are noisy: consecutive frames of one clip differ by about 5 % NME
+(median), about 3.5 % per frame (`evaluate.label_noise`, notebook 2).
+"""
+    card_path.write_text(text)
+    return dest, card_path
+
+
+def main(argv=None):
+    from detect import DEFAULT_MODEL, FaceKeypointDetector
+
+    p = argparse.ArgumentParser(description="Evaluate a keypoint model on the test split.")
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--protocol", choices=["crop", "pipeline", "both"], default="both")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--subset", type=int, default=None, help="only N frames (fast check)")
+    p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.add_argument("--ship", metavar="DEST",
+                   help="after measuring, copy the model to DEST with its metrics and write "
+                        "MODEL_CARD.md beside it (needs --protocol both and the full test split)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure detect.FACE_BOX_TO_CROP on training frames and exit")
+    args = p.parse_args(argv)
+    if args.calibrate:
+        print(json.dumps(calibrate_detector(args.subset or 1000)))
+        return 0
+    detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta)
+    results = {}
+    for protocol in (["crop", "pipeline"] if args.protocol == "both" else [args.protocol]):
+        summary, _ = evaluate(detector, args.split, protocol, args.subset)
+        results[protocol] = summary
+        title = {"crop": "(a) model on ground-truth face crops",
+                 "pipeline": "(b) full pipeline: Haar detection -> crop -> model"}[protocol]
+        print(format_metrics(summary, f"{title}  [{args.split} split, {args.model}"
+                             f"{', flip TTA' if args.flip_tta else ''}]"))
+        print(f"  time            {summary['ms_per_image']:.1f} ms per image")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.ship:
+        if args.subset or args.split != "test" or args.protocol != "both":
+            p.error("--ship needs the full test split and both protocols")
+        dest, card = ship_model(args.model, args.ship, results)
+        print(f"shipped {dest} and {card}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Shared set-up for the unit tests: import path, one CPU thread, synthetic images and data."""
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+# Other work (a training run) shares this machine: keep the tests on one thread.
+torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    # The shared samples are read-only on purpose (see _frozen); torch warns when it wraps them.
+    config.addinivalue_line("filterwarnings",
+                            "ignore:The given NumPy array is not writable:UserWarning")
+
+import data_load  # noqa: E402
+
+# The first row of training_frames_keypoints.csv (Luis_Fonsi_21.jpg), in iBUG order: a real
+# face layout, written out here so that the tests do not need the dataset.
+FACE_ROW = [
+    [45, 98], [47, 106], [49, 110], [53, 119], [56, 125], [62, 130], [66, 134], [73, 136],
+    [81, 139], [92, 134], [96, 130], [98, 126], [102, 120], [102, 111], [104, 105],
+    [104, 99], [102, 90], [51, 89], [56, 87], [60, 87], [64, 87], [68, 87], [83, 85],
+    [87, 83], [92, 81], [96, 81], [100, 84], [77, 92], [79, 98], [79, 102], [79, 107],
+    [73, 109], [75, 109], [79, 111], [81, 109], [83, 109], [58, 94], [62, 92], [64, 92],
+    [68, 92], [66, 94], [62, 94], [85, 92], [87, 90], [92, 90], [94, 90], [92, 92], [87, 92],
+    [68, 119], [73, 117], [77, 115], [79, 117], [81, 115], [85, 117], [90, 117], [87, 122],
+    [85, 124], [81, 124], [77, 124], [73, 121], [70, 119], [77, 119], [79, 119], [83, 119],
+    [90, 117], [83, 119], [81, 122], [77, 122],
+]
+
+#: Synthetic image size (height, width): not square, so that x/y mix-ups show.
+IMG_H, IMG_W = 200, 180
+
+#: A few points drawn in their own colour, to check that an index lands on *its* dot.
+#: Outer eye corners, jaw ends, mouth corners: three mirror pairs.
+MARKER_COLORS = {36: (255, 0, 0), 45: (0, 255, 0), 0: (0, 0, 255), 16: (255, 255, 0),
+                 48: (0, 255, 255), 54: (255, 0, 255)}
+
+
+def face_layout(center=(IMG_W / 2, IMG_H / 2), width=100.0) -> np.ndarray:
+    """The real face layout scaled to ``width`` px and centred at ``center`` (float32, 68x2)."""
+    pts = np.asarray(FACE_ROW, dtype=np.float64)
+    lo, hi = pts.min(0), pts.max(0)
+    pts = (pts - (lo + hi) / 2) * (width / (hi - lo)[0]) + np.asarray(center)
+    return pts.astype(np.float32)
+
+
+def sparse_layout(seed=0) -> np.ndarray:
+    """68 points on a jittered 8x9 grid, about 20 px apart: every dot stands alone."""
+    rng = np.random.default_rng(seed)
+    xs = np.linspace(22, IMG_W - 22, 8)
+    ys = np.linspace(22, IMG_H - 22, 9)
+    grid = np.array([(x, y) for y in ys for x in xs])[:68]
+    return (grid + rng.uniform(-3.5, 3.5, grid.shape)).astype(np.float32)
+
+
+def draw_dots(points, shape=(IMG_H, IMG_W), radius=2.5, colors=None, value=255):
+    """Black RGB uint8 image with a filled, anti-aliased disc centred on each point.
+
+    Pixel-centre coordinates: pixel (row i, column j) is the point (x=j, y=i), so each disc's
+    centre of mass is its point. ``colors`` maps an index to an RGB colour (drawn last, on
+    top); every other dot gets ``value`` (an int or an RGB triple).
+    """
+    h, w = shape
+    img = np.zeros((h, w, 3), np.float64)
+    colors = colors or {}
+    order = [i for i in range(len(points)) if i not in colors] + list(colors)
+    reach = int(np.ceil(radius)) + 2
+    for i in order:
+        x, y = (float(v) for v in points[i])
+        x0, x1 = max(0, int(x) - reach), min(w, int(x) + reach + 1)
+        y0, y1 = max(0, int(y) - reach), min(h, int(y) + reach + 1)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        cover = np.clip(radius + 0.5 - np.hypot(xx - x, yy - y), 0.0, 1.0)[:, :, None]
+        color = np.broadcast_to(np.asarray(colors.get(i, value), np.float64), (3,))
+        img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - cover) + cover * color
+    return np.round(img).astype(np.uint8)
+
+
+def _frozen(sample):
+    for v in sample.values():
+        v.flags.writeable = False  # a transform that writes into its input fails loudly
+    return sample
+
+
+@pytest.fixture(scope="session")
+def face_points():
+    return _frozen({"k": face_layout()})["k"]
+
+
+@pytest.fixture(scope="session")
+def face_sample(face_points):
+    """A synthetic 'face': a bright dot at each of the 68 points, six of them coloured."""
+    return _frozen({"image": draw_dots(face_points, colors=MARKER_COLORS),
+                    "keypoints": face_points})
+
+
+@pytest.fixture(scope="session")
+def sparse_sample():
+    """68 lone dots (radius 3) on a jittered grid."""
+    pts = sparse_layout()
+    return _frozen({"image": draw_dots(pts, radius=3.0), "keypoints": pts})
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny data sets on disk
+# --------------------------------------------------------------------------------------------
+def write_keypoints_csv(path, names, points_list):
+    """A keypoint CSV in the course layout (unnamed index column of file names, 136 columns)."""
+    header = "," + ",".join(str(i) for i in range(2 * data_load.N_KEYPOINTS))
+    lines = [header]
+    for name, pts in zip(names, points_list):
+        flat = np.asarray(pts, dtype=np.float64).reshape(-1)
+        lines.append(name + "," + ",".join(f"{v:g}" for v in flat))
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def make_image_file(path, seed=0, size=(40, 32)):
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="JPEG" if str(path).endswith(".jpg") else None)
+    return arr
+
+
+PEOPLE = ["Luis_Fonsi", "Ann_Lee", "Bo_Diddley", "Carla_Bruni", "Dan_Brown", "Eve_Ensler"]
+
+
+def dataset_names(n_per_person=3, people=PEOPLE):
+    return [f"{p}_{k:02d}.jpg" for p in people for k in range(n_per_person)]
+
+
+@pytest.fixture
+def fake_dataset(tmp_path):
+    """A folder with 18 small JPEGs (six people, three frames each) and their keypoint CSV."""
+    root = tmp_path / "fake"
+    images = root / "images"
+    images.mkdir(parents=True)
+    names = dataset_names()
+    rng = np.random.default_rng(1)
+    points = [face_layout(width=30, center=(20, 16)) + rng.normal(0, 0.5, (68, 2))
+              for _ in names]
+    for i, name in enumerate(names):
+        make_image_file(images / name, seed=i)
+    csv = root / "keypoints.csv"
+    write_keypoints_csv(csv, names, points)
+    return {"root": root, "csv": csv, "images": images, "names": names,
+            "points": np.asarray(points, dtype=np.float32)}
+
+
+#: Row counts of the fake train-test-data.zip (to put into data_load.SPLITS).
+FAKE_SPLITS = {"train": ("training_frames_keypoints.csv", "training", 4),
+               "test": ("test_frames_keypoints.csv", "test", 2)}
+
+
+def build_fake_zip(path, drop_image=None):
+    """A train-test-data.zip laid out like the real one, with ``FAKE_SPLITS`` rows, written
+    with deflate. ``drop_image``: a file name left out of the zip (its CSV row stays)."""
+    import io
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        k = 0
+        for csv_name, folder, rows in FAKE_SPLITS.values():
+            names = [f"{PEOPLE[(k + i) % len(PEOPLE)]}_{k + i:02d}.jpg" for i in range(rows)]
+            k += rows
+            tmp_csv = path.parent / f".{csv_name}"
+            write_keypoints_csv(tmp_csv, names, [face_layout(width=30, center=(20, 16))] * rows)
+            z.write(tmp_csv, csv_name)
+            tmp_csv.unlink()
+            for i, name in enumerate(names):
+                if name == drop_image:
+                    continue
+                arr = np.random.default_rng(k + i).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(arr).save(buf, format="JPEG")
+                z.writestr(f"{folder}/{name}", buf.getvalue())
+        z.writestr("__MACOSX/._junk", b"resource fork")
+    return path
+
+
+@pytest.fixture
+def fake_mirror(tmp_path, monkeypatch):
+    """``$FKP_DATA_MIRROR`` set to a folder with a small fake zip; ``SPLITS`` made to fit it."""
+    mirror = tmp_path / "mirror"
+    build_fake_zip(mirror / data_load.DATA_ZIP)
+    monkeypatch.setattr(data_load, "SPLITS", FAKE_SPLITS)
+    monkeypatch.setenv(data_load.MIRROR_ENV, str(mirror))
+    return mirror

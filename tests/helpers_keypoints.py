@@ -1,0 +1,55 @@
+"""Shared helpers for test_detect.py, test_evaluate.py and test_train.py: a tiny checkpoint,
+synthetic faces and the location of the dataset and the bundled photo."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import data_load  # noqa: E402
+import models  # noqa: E402
+
+ASTRONAUT = ROOT / "images" / "astronaut.jpg"
+#: The Haar box of the face in images/astronaut.jpg, measured once (x, y, w, h).
+ASTRONAUT_BOX = np.array([176.0, 65.0, 97.0, 97.0])
+
+DATA_READY = (data_load.DATA_DIR / data_load.SPLITS["train"][0]).is_file() and \
+    (data_load.DATA_DIR / data_load.SPLITS["test"][0]).is_file()
+needs_data = pytest.mark.skipif(not DATA_READY, reason="dataset not in data/ (run data_load.py)")
+
+TINY_INPUT = 64
+
+
+def make_tiny_checkpoint(path, input_size=TINY_INPUT, seed=0, crop_scale=1.3):
+    """A randomly initialised ResNet18Keypoints(width=8) saved as a real checkpoint."""
+    torch.manual_seed(seed)
+    model = models.ResNet18Keypoints(width=8)
+    meta = models.checkpoint_meta(arch="resnet18", arch_args={"width": 8}, input_size=input_size,
+                                  crop_scale=crop_scale, kp_mean=input_size / 2,
+                                  kp_std=input_size / 4, command="tests: tiny random model")
+    models.save_checkpoint(path, model, meta)
+    return Path(path)
+
+
+def random_face(rng, eye_y=50.0, left=30.0, interocular=40.0, spread=30.0):
+    """68 random points around a face whose outer eye corners (36, 45) are ``interocular``
+    apart horizontally: the NME normaliser is exactly ``interocular``."""
+    pts = rng.uniform(-spread, spread, (68, 2)) + [left + interocular / 2, eye_y + 10]
+    pts[data_load.RIGHT_EYE_OUTER] = [left, eye_y]
+    pts[data_load.LEFT_EYE_OUTER] = [left + interocular, eye_y]
+    return pts
+
+
+def iou(a, b):
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)

@@ -1,0 +1,630 @@
+"""Tests of detect.py: box geometry, Haar detection, the keypoint API with a tiny random
+checkpoint (shapes, coordinate mapping, flip TTA, errors), video smoothing, and the command's
+contract (run as a real subprocess where the process matters, in-process otherwise).
+
+A randomly initialised ResNet18Keypoints(width=8) is enough here: the tests are about what the
+code around the model does, not about how good the model is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers_keypoints import (ASTRONAUT, ASTRONAUT_BOX, ROOT, TINY_INPUT, iou,
+                               make_tiny_checkpoint, needs_data)
+
+import data_load
+import detect
+import evaluate
+from data_load import FLIP_INDICES, ImageReadError
+
+FLIP = list(FLIP_INDICES)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("detect_ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def haar():
+    return detect.HaarFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data_load.load_image(ASTRONAUT)
+
+
+@pytest.fixture(scope="module")
+def kp(tiny_ckpt, haar):
+    return detect.FaceKeypointDetector(tiny_ckpt, detector=haar)
+
+
+def no_detection(image):
+    raise AssertionError("the face detector ran although boxes were given")
+
+
+# --------------------------------------------------------------------------------------------
+# Box geometry
+# --------------------------------------------------------------------------------------------
+def test_crop_for_box_follows_the_calibration():
+    c = detect.FACE_BOX_TO_CROP
+    x, y, w, h = 10.0, 20.0, 100.0, 100.0
+    side = 1.3 * c["size"] * w
+    cx, cy = x + w / 2 + c["dx"] * w, y + h / 2 + c["dy"] * h
+    np.testing.assert_allclose(detect.crop_for_box([x, y, w, h], 1.3),
+                               [cx - side / 2, cy - side / 2, side])
+
+
+def test_crop_for_box_with_a_hand_calibration():
+    cal = {"dx": 0.1, "dy": 0.2, "size": 0.5}
+    # centre (0 + 50 + 10, 0 + 25 + 10) = (60, 35); side 2 * 0.5 * 100 = 100
+    np.testing.assert_allclose(detect.crop_for_box((0, 0, 100, 50), 2.0, cal), [10, -15, 100])
+    # an identity calibration: a square crop centred on the box, crop_scale times its width
+    ident = {"dx": 0.0, "dy": 0.0, "size": 1.0}
+    np.testing.assert_allclose(detect.crop_for_box((40, 60, 80, 80), 1.0, ident), [40, 60, 80])
+    np.testing.assert_allclose(detect.crop_for_box((40, 60, 80, 80), 1.5, ident), [20, 40, 120])
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ((0, 0, 10, 10), (0, 0, 10, 10), 1.0),
+    ((0, 0, 10, 10), (5, 0, 10, 10), 50 / 150),
+    ((0, 0, 10, 10), (2, 2, 5, 5), 25 / 100),
+    ((0, 0, 10, 10), (10, 0, 10, 10), 0.0),       # touching edges
+    ((0, 0, 10, 10), (30, 30, 5, 5), 0.0),
+    ((0, 0, 4, 10), (2, 5, 4, 10), 2 * 5 / (40 + 40 - 10)),
+])
+def test_box_iou_hand_cases(a, b, expected):
+    assert detect.box_iou(a, b) == pytest.approx(expected)
+    assert detect.box_iou(b, a) == pytest.approx(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-100, 100), min_size=2, max_size=2),
+       st.lists(st.floats(1, 100), min_size=2, max_size=2),
+       st.lists(st.floats(-100, 100), min_size=2, max_size=2),
+       st.lists(st.floats(1, 100), min_size=2, max_size=2))
+def test_box_iou_properties(p1, s1, p2, s2):
+    a, b = (*p1, *s1), (*p2, *s2)
+    v = detect.box_iou(a, b)
+    assert 0.0 <= v <= 1.0 + 1e-12
+    assert v == pytest.approx(detect.box_iou(b, a))
+    assert v == pytest.approx(iou(a, b))
+    assert detect.box_iou(a, a) == pytest.approx(1.0)
+
+
+def test_merge_boxes_drops_duplicates_and_keeps_separate_faces():
+    boxes = np.array([[0, 0, 100, 100],      # a face
+                      [5, 5, 100, 100],      # the same face again, better score
+                      [300, 300, 80, 80],    # another face
+                      [310, 305, 30, 30]])   # small box inside the other face
+    kept = detect.merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
+    np.testing.assert_array_equal(kept, [[300, 300, 80, 80], [5, 5, 100, 100]])
+    # two separate faces both stay, whatever their scores
+    two = detect.merge_boxes(boxes[[0, 2]], [0.1, 5.0])
+    assert len(two) == 2
+    assert detect.merge_boxes(np.zeros((0, 4)), []).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Haar face detection
+# --------------------------------------------------------------------------------------------
+def test_haar_finds_the_one_face_in_the_bundled_photo(haar, astronaut):
+    boxes = haar(astronaut)
+    assert boxes.shape == (1, 4)
+    x, y, w, h = boxes[0]
+    # the astronaut's face: centre about (225, 115), some 100 px wide
+    assert 200 < x + w / 2 < 250 and 90 < y + h / 2 < 140 and 70 < w < 130 and w == h
+
+
+def test_haar_boxes_are_in_original_pixels_for_a_tiny_image(haar, astronaut):
+    tiny = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # upscaled inside
+    boxes = haar(tiny)
+    assert boxes.shape == (1, 4)
+    assert iou(boxes[0], ASTRONAUT_BOX / 4) > 0.75, boxes
+
+
+def test_haar_boxes_are_in_original_pixels_for_a_big_padded_image(haar, astronaut):
+    big = cv2.resize(astronaut, (1536, 1536), interpolation=cv2.INTER_LINEAR)
+    big = cv2.copyMakeBorder(big, 50, 30, 100, 20, cv2.BORDER_CONSTANT)  # downscaled inside
+    expected = ASTRONAUT_BOX * 3 + [100, 50, 0, 0]
+    boxes = haar(big)
+    assert len(boxes) >= 1
+    best = max(boxes, key=lambda b: iou(b, expected))
+    assert iou(best, expected) > 0.75, boxes
+
+
+@pytest.mark.parametrize("kind", ["black", "noise"])
+def test_haar_finds_nothing_in_blank_or_noise(haar, kind):
+    if kind == "black":
+        image = np.zeros((300, 400, 3), np.uint8)
+    else:
+        image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    boxes = haar(image)
+    assert isinstance(boxes, np.ndarray) and boxes.shape == (0, 4)
+
+
+@needs_data
+def test_haar_finds_the_labelled_face_in_test_frames(haar):
+    names = ["James_Wolfensohn_00.jpg", "Valerie_Harper_30.jpg"]
+    ds = data_load.dataset("test", names=names)
+    assert len(ds) == 2
+    for i in range(2):
+        sample = ds[i]
+        boxes = haar(sample["image"])
+        assert len(boxes) >= 1
+        assert evaluate.match_detection(boxes, sample["keypoints"], 1.3) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# FaceKeypointDetector: inputs
+# --------------------------------------------------------------------------------------------
+def test_detector_reads_its_checkpoint(kp):
+    assert kp.size == TINY_INPUT and kp.crop_scale == 1.3
+    assert (kp.kp_mean, kp.kp_std) == (TINY_INPUT / 2, TINY_INPUT / 4)
+
+
+def test_get_landmarks_from_a_path(kp, astronaut):
+    faces = kp.get_landmarks(str(ASTRONAUT))          # a path: read, detect, predict
+    assert len(faces) == 1
+    np.testing.assert_allclose(faces[0].box, ASTRONAUT_BOX)
+    assert faces[0].keypoints.shape == (68, 2) and np.isfinite(faces[0].keypoints).all()
+    for image in (ASTRONAUT, astronaut):              # a Path object, the RGB array
+        same = kp.get_landmarks(image, boxes=[faces[0].box])
+        np.testing.assert_array_equal(same[0].keypoints, faces[0].keypoints)
+    assert kp.get_landmarks_from_image == kp.get_landmarks
+
+
+def test_get_landmarks_from_gray_and_rgba_arrays(tiny_ckpt, astronaut):
+    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    box = [ASTRONAUT_BOX]
+    rgb = kp.get_landmarks(astronaut, boxes=box)[0].keypoints
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 77, np.uint8)])
+    np.testing.assert_array_equal(kp.get_landmarks(rgba, boxes=box)[0].keypoints, rgb)
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    from_gray = kp.get_landmarks(gray, boxes=box)[0].keypoints
+    np.testing.assert_array_equal(from_gray,
+                                  kp.get_landmarks(np.dstack([gray] * 3), boxes=box)[0].keypoints)
+    assert from_gray.shape == (68, 2) and np.isfinite(from_gray).all()
+    # a float image in [0, 1] is the same picture
+    as_float = kp.get_landmarks(astronaut / 255.0, boxes=box)[0].keypoints
+    np.testing.assert_allclose(as_float, rgb, atol=1e-6)
+
+
+def test_explicit_boxes_skip_detection(tiny_ckpt, astronaut):
+    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    boxes = [[176.0, 65.0, 97.0, 97.0], [10.5, 300.0, 60.0, 80.0]]
+    faces = kp.get_landmarks(astronaut, boxes=boxes)
+    assert len(faces) == 2
+    for face, box in zip(faces, boxes):
+        np.testing.assert_array_equal(face.box, box)
+        assert face.keypoints.shape == (68, 2) and np.isfinite(face.keypoints).all()
+    # the batch gives the same as one box at a time
+    np.testing.assert_allclose(kp.get_landmarks(astronaut, boxes=boxes[1:])[0].keypoints,
+                               faces[1].keypoints, atol=1e-4)
+    assert kp.get_landmarks(astronaut, boxes=[]) == []
+    js = faces[1].to_json()
+    assert js["box"] == [10.5, 300.0, 60.0, 80.0] and len(js["keypoints"]) == 68
+
+
+@pytest.mark.parametrize("boxes", [
+    [[0, 0, -10, 10]], [[0, 0, 10, 0]], [[1, 2, 3]], [[1, 2, 3, 4, 5]], [[np.nan, 0, 10, 10]],
+    [[0, 0, 10, 10], [0, 0, 10]], "abc", [{"x": 1}],
+])
+def test_invalid_boxes_raise_value_error(tiny_ckpt, astronaut, boxes):
+    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    with pytest.raises(ValueError):
+        kp.get_landmarks(astronaut, boxes=boxes)
+
+
+@pytest.mark.parametrize("shape", [(10, 10, 2), (0, 10, 3), (10, 0), (4, 4, 3, 1), (5,)])
+def test_bad_array_shape_raises_value_error(tiny_ckpt, shape):
+    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    with pytest.raises(ValueError):
+        kp.get_landmarks(np.zeros(shape, np.uint8), boxes=[[0, 0, 5, 5]])
+
+
+def test_unreadable_paths_raise_image_read_error(tiny_ckpt, tmp_path):
+    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    with pytest.raises(ImageReadError, match="no such file"):
+        kp.get_landmarks(tmp_path / "missing.jpg")
+    text = tmp_path / "text.jpg"
+    text.write_text("not an image")
+    with pytest.raises(ImageReadError):
+        kp.get_landmarks(str(text))
+
+
+# --------------------------------------------------------------------------------------------
+# FaceKeypointDetector: coordinates
+# --------------------------------------------------------------------------------------------
+def test_keypoints_map_back_to_original_pixels(tiny_ckpt, astronaut):
+    """The same face padded by (dx, dy), with its box moved as much: the keypoints move by
+    exactly (dx, dy). One box reaches past the image border (black fill in both cases)."""
+    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    boxes = np.array([ASTRONAUT_BOX, [-5.3, -20.2, 150.0, 150.0], [300.4, 380.7, 90.0, 90.0]])
+    dx, dy = 37, 23
+    padded = np.pad(astronaut, ((dy, 11), (dx, 5), (0, 0)))
+    before = kp.keypoints_for_boxes(astronaut, boxes)
+    after = kp.keypoints_for_boxes(padded, boxes + [dx, dy, 0, 0])
+    assert before.shape == (3, 68, 2)
+    np.testing.assert_allclose(after - before, np.broadcast_to([dx, dy], before.shape), atol=0.5)
+    # and the keypoints are where the model says in its crop: crop pixels * side/size + corner
+    crop = detect.crop_for_box(boxes[0], kp.crop_scale)
+    x0, y0, side = round(crop[0]), round(crop[1]), round(crop[2])
+    inside = (before[0] - [x0, y0]) * TINY_INPUT / side
+    assert np.all(np.abs(inside - TINY_INPUT / 2) < 5 * TINY_INPUT)  # a sane scale, not raw
+
+
+def symmetric_face_image(width=200, height=200):
+    """A face-like drawing that is exactly left-right symmetric: column j == column W-1-j."""
+    img = np.full((height, width), 70, np.uint8)
+    cv2.ellipse(img, (width // 2, 105), (55, 72), 0, 0, 360, 190, -1)
+    cv2.circle(img, (76, 92), 9, 30, -1)
+    cv2.circle(img, (60, 140), 6, 120, -1)
+    cv2.line(img, (80, 150), (100, 158), 40, 4)
+    cv2.rectangle(img, (20, 20), (45, 60), 250, -1)
+    half = width // 2
+    img[:, half:] = img[:, :half][:, ::-1]
+    return np.dstack([img] * 3)
+
+
+def test_flip_tta_is_left_right_symmetric_on_a_symmetric_face(tiny_ckpt):
+    """With flip TTA the prediction is (f(crop) + mirror(f(flipped crop))) / 2; on a symmetric
+    crop that is symmetric under detect.py's mirror: x -> size - 1 - x in the model's crop and
+    the point order swapped by FLIP_INDICES. In image pixels (crop corner left, side s) point i
+    mirrored, 2 * left + (size - 1) * s / size - x, is point FLIP_INDICES[i]."""
+    image = symmetric_face_image()
+    width = image.shape[1]
+    assert np.array_equal(image, image[:, ::-1])
+    plain = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    tta = detect.FaceKeypointDetector(tiny_ckpt, flip_tta=True, detector=no_detection)
+    w = 100.0
+    box = np.array([width / 2 - w / 2 - detect.FACE_BOX_TO_CROP["dx"] * w, 40.0, w, w])
+    cx, cy, cside = detect.crop_for_box(box, tta.crop_scale)
+    left, side = round(cx), round(cside)
+    assert 2 * left + side == width, "the crop must be symmetric for this test"
+    axis_sum = 2 * left + (tta.size - 1) * side / tta.size
+
+    def asymmetry(pts):
+        return max(np.abs(pts[:, 0] + pts[FLIP, 0] - axis_sum).max(),
+                   np.abs(pts[:, 1] - pts[FLIP, 1]).max())
+
+    with_tta = tta.get_landmarks(image, boxes=[box])[0].keypoints
+    without = plain.get_landmarks(image, boxes=[box])[0].keypoints
+    assert asymmetry(with_tta) < 1.0
+    # the random model alone is far from symmetric, so the check above is not vacuous
+    assert asymmetry(without) > 3.0
+    # TTA averages the plain prediction with the mirrored one
+    np.testing.assert_allclose(with_tta[:, 1], (without[:, 1] + without[FLIP, 1]) / 2, atol=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Video smoothing
+# --------------------------------------------------------------------------------------------
+def test_jitter_hand_cases():
+    pts = np.zeros((68, 2))
+    assert detect.jitter([pts]) == 0.0
+    assert detect.jitter([pts, pts + [3, 4], pts + [6, 8]]) == pytest.approx(5.0)
+    moved = pts.copy()
+    moved[:34] += [2, 0]
+    assert detect.jitter([pts, moved]) == pytest.approx(1.0)
+
+
+def test_smoother_reduces_jitter_of_a_still_face():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(100, 200, (68, 2))
+    box = np.array([90.0, 90.0, 120.0, 120.0])
+    raw = [detect.Face(box + rng.normal(0, 1, 4), base + rng.normal(0, 2.0, (68, 2)))
+           for _ in range(40)]
+    smoother = detect.KeypointSmoother(alpha=0.4)
+    smoothed = [smoother([f]) for f in raw]
+    assert all(len(s) == 1 for s in smoothed)
+    raw_jitter = detect.jitter([f.keypoints for f in raw])
+    smooth_jitter = detect.jitter([s[0].keypoints for s in smoothed])
+    assert smooth_jitter < 0.6 * raw_jitter, (smooth_jitter, raw_jitter)
+    # still on the face: the smoothed points stay near the true ones
+    err = np.abs(np.array([s[0].keypoints for s in smoothed[5:]]) - base).mean()
+    assert err < 2.0
+    # the first frame is passed through as it is
+    np.testing.assert_array_equal(smoothed[0][0].keypoints, raw[0].keypoints)
+
+
+def test_smoother_exponential_average_formula():
+    a = detect.Face(np.array([0.0, 0, 50, 50]), np.zeros((68, 2)))
+    b = detect.Face(np.array([2.0, 0, 50, 50]), np.full((68, 2), 10.0))
+    smoother = detect.KeypointSmoother(alpha=0.25)
+    smoother([a])
+    out = smoother([b])[0]
+    np.testing.assert_allclose(out.keypoints, 2.5)
+    np.testing.assert_allclose(out.box, [0.5, 0, 50, 50])
+
+
+def test_smoother_does_not_mix_unrelated_faces():
+    smoother = detect.KeypointSmoother(alpha=0.4)
+    rng = np.random.default_rng(1)
+    a_pts, b_pts = rng.uniform(0, 50, (68, 2)), rng.uniform(300, 350, (68, 2))
+    a = detect.Face(np.array([0.0, 0, 50, 50]), a_pts)
+    b = detect.Face(np.array([300.0, 300, 50, 50]), b_pts)
+    smoother([a])
+    out = smoother([b])        # a new face elsewhere: not smoothed with face a
+    assert len(out) == 1
+    np.testing.assert_array_equal(out[0].keypoints, b_pts)
+    np.testing.assert_array_equal(out[0].box, b.box)
+    # two faces in the next frame, listed in the other order: each follows its own track
+    smoother = detect.KeypointSmoother(alpha=0.4)
+    smoother([a, b])
+    a2 = detect.Face(a.box + 1, a_pts + 1)
+    b2 = detect.Face(b.box - 1, b_pts - 1)
+    out = smoother([b2, a2])
+    np.testing.assert_allclose(out[0].keypoints, b_pts - 0.4)
+    np.testing.assert_allclose(out[1].keypoints, a_pts + 0.4)
+
+
+# --------------------------------------------------------------------------------------------
+# The command, as a real subprocess: one run over good and bad inputs of every kind
+# --------------------------------------------------------------------------------------------
+def run_cli(*args, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "detect.py", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def save_rgb(path, image):
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+N_FRAMES = 8
+
+
+def write_video(path, image, n=N_FRAMES, size=200):
+    frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (size, size))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    for k in range(n):
+        writer.write(np.roll(frame, k, axis=1))
+    writer.release()
+
+
+def video_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory, tiny_ckpt, astronaut):
+    """One run of the command over good and bad inputs of every kind."""
+    tmp = tmp_path_factory.mktemp("cli_mixed")
+    save_rgb(tmp / "astro.jpg", astronaut)
+    save_rgb(tmp / "astro2.jpg", astronaut)
+    save_rgb(tmp / "blank.png", np.zeros((64, 80, 3), np.uint8))
+    folder = tmp / "folder"
+    folder.mkdir()
+    save_rgb(folder / "b_face.png", cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA))
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    assert cv2.imwrite(str(folder / "a_gray.jpg"), gray)
+    (folder / "readme.txt").write_text("not an image")
+    (tmp / "notes.jpg").write_text("this is text, not a JPEG")
+    (tmp / "empty.jpg").write_bytes(b"")
+    write_video(tmp / "clip.mp4", astronaut)
+    inputs = {
+        "astro": f"{tmp}/./astro.jpg",            # kept exactly as given in the JSON
+        "folder": str(folder),
+        "notes": str(tmp / "notes.jpg"),
+        "empty": str(tmp / "empty.jpg"),
+        "missing": str(tmp / "missing.png"),
+        "blank": str(tmp / "blank.png"),
+        "astro2": str(tmp / "astro2.jpg"),
+        "video": str(tmp / "clip.mp4"),
+    }
+    boxes = {inputs["blank"]: [[5, 6, 30, 30], [20, 22, 10, 12]],
+             inputs["astro2"]: [[10, 20, 50, 50]]}
+    (tmp / "boxes.json").write_text(json.dumps(boxes))
+    out_json, annotate = tmp / "out" / "result.json", tmp / "annotated"
+    proc = run_cli(*inputs.values(), "--model", tiny_ckpt, "--json", out_json,
+                   "--annotate", annotate, "--boxes", tmp / "boxes.json", "--quiet")
+    assert out_json.is_file(), proc.stderr
+    result = json.loads(out_json.read_text())
+    by_path = {}
+    for e in result["images"]:
+        by_path.setdefault(e["path"], []).append(e)
+    return {"proc": proc, "result": result, "by_path": by_path, "inputs": inputs, "tmp": tmp,
+            "annotate": annotate, "boxes": boxes, "model": str(tiny_ckpt)}
+
+
+def check_face_json(face):
+    assert set(face) == {"box", "keypoints"}
+    assert len(face["box"]) == 4 and all(isinstance(v, (int, float)) for v in face["box"])
+    assert len(face["keypoints"]) == 68
+    assert all(len(p) == 2 and all(np.isfinite(p)) for p in face["keypoints"])
+
+
+def test_cli_mixed_inputs_exit_1_and_every_input_has_an_entry(mixed_run):
+    proc, inputs, by_path = mixed_run["proc"], mixed_run["inputs"], mixed_run["by_path"]
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""                       # --quiet: no summary, no progress bars
+    folder = inputs["folder"]
+    expected_paths = [inputs["astro"], f"{folder}/a_gray.jpg", f"{folder}/b_face.png",
+                      inputs["notes"], inputs["empty"], inputs["missing"], inputs["blank"],
+                      inputs["astro2"]] + [inputs["video"]] * N_FRAMES
+    assert [e["path"] for e in mixed_run["result"]["images"]] == expected_paths
+    assert mixed_run["result"]["model"] == mixed_run["model"]
+    for key in ("notes", "empty", "missing"):
+        (entry,) = by_path[inputs[key]]
+        assert entry["faces"] == [] and isinstance(entry["error"], str) and entry["error"]
+        assert entry["width"] is None and entry["height"] is None
+    assert "no such file" in by_path[inputs["missing"]][0]["error"]
+
+
+def test_cli_json_layout_of_good_images(mixed_run):
+    inputs, by_path = mixed_run["inputs"], mixed_run["by_path"]
+    assert set(mixed_run["result"]) == {"model", "images"}
+    for path, (w, h) in [(inputs["astro"], (512, 512)), (f"{inputs['folder']}/a_gray.jpg", (512, 512)),
+                         (f"{inputs['folder']}/b_face.png", (300, 300))]:
+        (entry,) = by_path[path]
+        assert set(entry) == {"path", "width", "height", "faces", "error"}
+        assert entry["error"] is None and (entry["width"], entry["height"]) == (w, h)
+        assert len(entry["faces"]) >= 1, path
+        for face in entry["faces"]:
+            check_face_json(face)
+    (astro,) = by_path[inputs["astro"]]   # the photo as re-encoded: about the same box
+    assert len(astro["faces"]) == 1 and iou(astro["faces"][0]["box"], ASTRONAUT_BOX) > 0.9
+
+
+def test_cli_boxes_skip_detection(mixed_run):
+    inputs, by_path = mixed_run["inputs"], mixed_run["by_path"]
+    (blank,) = by_path[inputs["blank"]]
+    assert [f["box"] for f in blank["faces"]] == mixed_run["boxes"][inputs["blank"]]
+    (astro2,) = by_path[inputs["astro2"]]   # Haar would find the face at (176, 65)
+    assert [f["box"] for f in astro2["faces"]] == [[10, 20, 50, 50]]
+    for face in blank["faces"] + astro2["faces"]:
+        check_face_json(face)
+
+
+def test_cli_annotates_every_readable_input(mixed_run):
+    annotate = mixed_run["annotate"]
+    names = sorted(p.name for p in annotate.iterdir())
+    assert names == sorted(["astro_keypoints.jpg", "astro2_keypoints.jpg", "a_gray_keypoints.jpg",
+                            "b_face_keypoints.png", "blank_keypoints.png", "clip_keypoints.mp4"])
+    drawn = data_load.load_image(annotate / "blank_keypoints.png")
+    assert drawn.shape == (64, 80, 3)
+    top_edge = drawn[6, 5:36]                       # the box [5, 6, 30, 30] in green
+    assert (np.all(top_edge == [0, 255, 0], axis=1)).sum() >= 20
+    astro = data_load.load_image(annotate / "astro_keypoints.jpg")
+    original = data_load.load_image(mixed_run["tmp"] / "astro.jpg")
+    assert astro.shape == original.shape
+    assert np.abs(astro.astype(int) - original).max() > 100   # something was drawn
+
+
+def test_cli_video_gives_one_entry_per_frame(mixed_run):
+    frames = mixed_run["by_path"][mixed_run["inputs"]["video"]]
+    assert [e["frame"] for e in frames] == list(range(N_FRAMES))
+    for e in frames:
+        assert set(e) == {"path", "frame", "width", "height", "faces", "error"}
+        assert e["error"] is None and (e["width"], e["height"]) == (200, 200)
+        for face in e["faces"]:
+            check_face_json(face)
+    assert sum(len(e["faces"]) for e in frames) >= N_FRAMES // 2   # the face is found
+    out = video_frames(mixed_run["annotate"] / "clip_keypoints.mp4")
+    assert len(out) == N_FRAMES and out[0].shape == (200, 200, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# The command, in-process: detect.main is what `python detect.py` runs (sys.exit(main())), so
+# these check the same contract without paying for another interpreter start (~10 s here)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def good_image(tmp_path, astronaut):
+    path = tmp_path / "face.png"
+    save_rgb(path, cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA))
+    return str(path)
+
+
+def test_main_all_good_inputs_exit_0(tmp_path, tiny_ckpt, good_image, capsys):
+    out = tmp_path / "r.json"
+    boxes = tmp_path / "b.json"
+    boxes.write_text(json.dumps({good_image: [[40, 15, 30, 30]]}))
+    second = tmp_path / "second.png"
+    save_rgb(second, np.zeros((50, 60, 3), np.uint8))       # no face: still not an error
+    code = detect.main([good_image, str(second), "--model", str(tiny_ckpt), "--json", str(out),
+                        "--boxes", str(boxes), "--quiet"])
+    assert code == 0
+    entries = json.loads(out.read_text())["images"]
+    assert [e["path"] for e in entries] == [good_image, str(second)]
+    assert len(entries[0]["faces"]) == 1 and entries[1]["faces"] == []
+    assert all(e["error"] is None for e in entries)
+
+
+def test_main_without_paths_processes_the_bundled_photo(tmp_path, tiny_ckpt, capsys):
+    out_json = tmp_path / "demo.json"
+    code = detect.main(["--model", str(tiny_ckpt), "--annotate", str(tmp_path / "ann"),
+                        "--json", str(out_json), "--flip-tta", "--quiet"])
+    assert code == 0
+    result = json.loads(out_json.read_text())
+    (entry,) = result["images"]
+    assert entry["path"] == str(detect.DEFAULT_PHOTO) and entry["error"] is None
+    assert (entry["width"], entry["height"]) == (512, 512) and len(entry["faces"]) == 1
+    annotated = tmp_path / "ann" / "astronaut_keypoints.jpg"
+    assert data_load.load_image(annotated).shape == (512, 512, 3)
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["astronaut_keypoints.jpg"]
+
+
+def test_main_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        detect.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: detect.py")
+    for option in ("--json", "--annotate", "--boxes", "--model", "--flip-tta", "PATH"):
+        assert option in out, option
+
+
+def test_main_unknown_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        detect.main(["--no-such-option"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_main_unusable_model_file_exits_2(tmp_path, good_image, capsys):
+    """A missing or damaged --model: exit status 2 and one clear line, no traceback (main
+    returns instead of raising)."""
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"\x00garbage" * 10)
+    for model in (tmp_path / "missing.pt", damaged):
+        assert detect.main([good_image, "--model", str(model), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("detect.py: error:") and str(model) in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [
+    "{not json",                                   # not JSON
+    "[[1, 2, 3, 4]]",                              # not a mapping
+    '{"%s": [[0, 0, -5, 10]]}',                   # negative width
+    '{"%s": [[0, 0, 10]]}',                       # three numbers
+    '{"%s": {"x": 1}}',                           # not a list of boxes
+    '{"%s": "abc"}',
+])
+def test_main_malformed_boxes_file_exits_2(tmp_path, tiny_ckpt, good_image, capsys, content):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(content.replace("%s", good_image))
+    code = detect.main([good_image, "--model", str(tiny_ckpt), "--boxes", str(boxes), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detect.py: error:") and "boxes" in err
+
+
+def test_main_missing_boxes_file_exits_2(tmp_path, tiny_ckpt, good_image, capsys):
+    code = detect.main([good_image, "--model", str(tiny_ckpt), "--boxes",
+                        str(tmp_path / "none.json"), "--quiet"])
+    assert code == 2
+    assert "--boxes" in capsys.readouterr().err
+
+
+def test_expand_inputs_keeps_order_and_expands_folders(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name in ("b.JPG", "a.png", "c.mp4", "notes.txt"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    (tmp_path / "d" / "sub.jpg").mkdir()          # a folder named like an image
+    items = detect.expand_inputs(["z.jpg", str(tmp_path / "d"), "missing.png"])
+    assert items == ["z.jpg", str(tmp_path / "d" / "a.png"), str(tmp_path / "d" / "b.JPG"),
+                     str(tmp_path / "d" / "c.mp4"), "missing.png"]

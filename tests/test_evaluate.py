@@ -1,0 +1,267 @@
+"""Tests of evaluate.py: the metrics on hand-made cases with known answers, and the rule that
+matches a detected face box to a labelled face."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers_keypoints import needs_data, make_tiny_checkpoint, random_face
+
+import data_load
+import detect
+import evaluate
+from data_load import REGIONS, keypoint_box, square_crop_box
+
+D = 40.0  # outer-eye-corner distance of the synthetic faces
+
+
+@pytest.fixture
+def gt():
+    """Three faces, each with interocular distance D (different layouts)."""
+    rng = np.random.default_rng(0)
+    return np.stack([random_face(rng, interocular=D, left=20.0 + 10 * k) for k in range(3)])
+
+
+# --------------------------------------------------------------------------------------------
+# NME, point errors, summary
+# --------------------------------------------------------------------------------------------
+def test_interocular_is_outer_eye_corner_distance(gt):
+    np.testing.assert_allclose(evaluate.interocular(gt), [D, D, D])
+    moved = gt.copy()
+    moved[1, data_load.LEFT_EYE_OUTER] += [0, 30]  # 40 across, 30 down -> 50
+    np.testing.assert_allclose(evaluate.interocular(moved), [D, 50.0, D])
+
+
+def test_perfect_prediction(gt):
+    m = evaluate.summarize(gt.copy(), gt)
+    assert m["nme_mean"] == 0 and m["nme_median"] == 0 and m["rmse_px"] == 0
+    assert m["auc@8"] == pytest.approx(1.0, abs=1e-9)
+    assert m["fr@8"] == 0
+    assert m["faces"] == m["faces_found"] == 3 and m["found_rate"] == 1
+    for name in REGIONS:
+        assert m[f"nme_{name}"] == 0
+
+
+@pytest.mark.parametrize("shift", [(3.0, 4.0), (-1.2, 0.0), (0.0, 2.0)])
+def test_known_shift_gives_nme_d_over_D(gt, shift):
+    d = math.hypot(*shift)
+    pred = gt + np.asarray(shift)
+    np.testing.assert_allclose(evaluate.point_errors(pred, gt), np.full((3, 68), d / D))
+    np.testing.assert_allclose(evaluate.nme(pred, gt), [d / D] * 3)
+    m = evaluate.summarize(pred, gt)
+    assert m["nme_mean"] == pytest.approx(d / D)
+    assert m["nme_median"] == pytest.approx(d / D)
+    assert m["rmse_px"] == pytest.approx(d)
+    for name in REGIONS:
+        assert m[f"nme_{name}"] == pytest.approx(d / D)
+    failed = d / D > evaluate.FAIL_THRESHOLD
+    assert m["fr@8"] == (1.0 if failed else 0.0)
+    # every face has the same NME: the CED is a step at d/D, its area 1 - (d/D)/8 % (or 0)
+    assert m["auc@8"] == pytest.approx(max(0.0, 1 - (d / D) / evaluate.FAIL_THRESHOLD),
+                                       abs=2e-3)
+
+
+def test_normaliser_comes_from_ground_truth_not_prediction(gt):
+    """Moving only the predicted left eye corner outward by d: one point off by d, NME d/(68 D)
+    (a normaliser taken from the prediction would give d/(68 (D + d)))."""
+    pred = gt.copy()
+    pred[:, data_load.LEFT_EYE_OUTER, 0] += 8.0
+    np.testing.assert_allclose(evaluate.nme(pred, gt), [8.0 / (68 * D)] * 3)
+
+
+def test_different_interocular_distances_per_face():
+    rng = np.random.default_rng(3)
+    gt = np.stack([random_face(rng, interocular=40.0), random_face(rng, interocular=100.0)])
+    pred = gt + [2.0, 0.0]
+    np.testing.assert_allclose(evaluate.nme(pred, gt), [0.05, 0.02])
+    m = evaluate.summarize(pred, gt)
+    assert m["nme_mean"] == pytest.approx(0.035)
+    assert m["nme_median"] == pytest.approx(0.035)
+    # CED: 0 below 2 %, 1/2 from 2 % to 5 %, 1 from 5 % to 8 % -> area (0.5*3 + 3) / 8
+    assert m["auc@8"] == pytest.approx((0.5 * 0.03 + 0.03) / 0.08, abs=2e-3)
+    assert m["fr@8"] == 0
+
+
+def test_shift_of_mouth_only_changes_only_mouth_nme(gt):
+    rng = np.random.default_rng(1)
+    mouth = list(REGIONS["mouth"])
+    base = gt + rng.normal(0, 1.5, gt.shape)
+    base[:, mouth] = gt[:, mouth]                 # mouth exact, everything else a bit off
+    shifted = base.copy()
+    shifted[:, mouth] += [0.0, -6.0]              # mouth 6 px up
+    before, after = evaluate.summarize(base, gt), evaluate.summarize(shifted, gt)
+    assert before["nme_mouth"] == 0
+    assert after["nme_mouth"] == pytest.approx(6.0 / D)
+    for name in REGIONS:
+        if name != "mouth":
+            assert after[f"nme_{name}"] == before[f"nme_{name}"], name
+    assert after["nme_mean"] - before["nme_mean"] == pytest.approx(len(mouth) / 68 * 6.0 / D)
+
+
+def test_rmse_is_root_mean_square_of_point_distances(gt):
+    pred = gt.copy()
+    pred[:, :34, 0] += 6.0                        # half the points 6 px off, half exact
+    m = evaluate.summarize(pred, gt)
+    assert m["rmse_px"] == pytest.approx(math.sqrt(18.0))   # not the mean distance, 3
+    assert m["nme_mean"] == pytest.approx(3.0 / D)
+
+
+def test_missed_face_is_a_failure_but_not_in_the_means(gt):
+    pred = gt + [1.0, 0.0]                        # NME 2.5 % for the faces found
+    pred[1] = np.nan                              # face 1 missed by the detector
+    assert np.isinf(evaluate.nme(pred, gt)[1])
+    m = evaluate.summarize(pred, gt)
+    assert m["faces"] == 3 and m["faces_found"] == 2
+    assert m["found_rate"] == pytest.approx(2 / 3)
+    assert m["fr@8"] == pytest.approx(1 / 3)
+    assert m["nme_mean"] == pytest.approx(1.0 / D)          # the missed face is left out
+    assert m["nme_median"] == pytest.approx(1.0 / D)
+    assert m["rmse_px"] == pytest.approx(1.0)
+    assert all(np.isfinite(m[f"nme_{name}"]) for name in REGIONS)
+    # CED reaches at most 2/3: area = 2/3 * (1 - 2.5 %/8 %)
+    assert m["auc@8"] == pytest.approx(2 / 3 * (1 - 0.025 / 0.08), abs=2e-3)
+
+
+def test_all_faces_missed(gt):
+    m = evaluate.summarize(np.full_like(gt, np.nan), gt)
+    assert m["faces_found"] == 0 and m["fr@8"] == 1.0 and m["auc@8"] == 0.0
+    assert math.isnan(m["nme_mean"]) and math.isnan(m["rmse_px"])
+
+
+def test_point_errors_rejects_mismatched_shapes(gt):
+    with pytest.raises(ValueError):
+        evaluate.point_errors(gt[:2], gt)
+    with pytest.raises(ValueError):
+        evaluate.point_errors(gt.reshape(3, -1), gt.reshape(3, -1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(dx=st.floats(-500, 500), dy=st.floats(-500, 500), scale=st.floats(0.1, 20))
+def test_nme_is_invariant_to_moving_and_scaling_the_whole_image(dx, dy, scale):
+    rng = np.random.default_rng(7)
+    gt = random_face(rng)[None]
+    pred = gt + rng.normal(0, 2.0, gt.shape)
+    moved = lambda a: a * scale + [dx, dy]  # noqa: E731
+    np.testing.assert_allclose(evaluate.nme(moved(pred), moved(gt)), evaluate.nme(pred, gt),
+                               rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# CED area and failure rate
+# --------------------------------------------------------------------------------------------
+def test_ced_auc_extremes():
+    assert evaluate.ced_auc(np.zeros(10)) == pytest.approx(1.0)
+    assert evaluate.ced_auc(np.full(10, 0.081)) == 0.0
+    assert evaluate.ced_auc([0.09, 0.5, np.inf]) == 0.0
+    assert evaluate.ced_auc([0.0, np.inf]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("top, expected", [(0.08, 0.5), (0.16, 0.25), (0.04, 0.75)])
+def test_ced_auc_of_uniform_errors(top, expected):
+    """NMEs uniform on [0, top]: the CED is x / top (capped at 1), its area known."""
+    nmes = np.linspace(0, top, 2001)
+    assert evaluate.ced_auc(nmes) == pytest.approx(expected, abs=2e-3)
+
+
+def test_failure_rate_threshold_is_strict():
+    assert evaluate.failure_rate([0.08, 0.0801, 0.02, np.inf]) == pytest.approx(0.5)
+    assert evaluate.failure_rate([0.1, 0.2], threshold=0.15) == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Matching a detected box to the labelled face
+# --------------------------------------------------------------------------------------------
+CAL = detect.FACE_BOX_TO_CROP
+CROP_SCALE = 1.3
+
+
+def box_for_crop(cx, cy, side, crop_scale=CROP_SCALE, cal=CAL):
+    """The square face box that detect.crop_for_box turns into the crop centred at (cx, cy)."""
+    w = side / (crop_scale * cal["size"])
+    return np.array([cx - w / 2 - cal["dx"] * w, cy - w / 2 - cal["dy"] * w, w, w])
+
+
+@pytest.fixture
+def face():
+    pts = random_face(np.random.default_rng(5), left=150.0, eye_y=120.0, interocular=60.0)
+    x, y, side = square_crop_box(keypoint_box(pts), CROP_SCALE)
+    return pts, np.array([x + side / 2, y + side / 2]), side
+
+
+def test_box_for_labelled_crop_maps_back_onto_it(face):
+    pts, (cx, cy), side = face
+    box = box_for_crop(cx, cy, side)
+    np.testing.assert_allclose(detect.crop_for_box(box, CROP_SCALE),
+                               square_crop_box(keypoint_box(pts), CROP_SCALE))
+    assert evaluate.match_detection(box[None], pts, CROP_SCALE) == 0
+
+
+def test_far_or_wrong_size_box_does_not_match(face):
+    pts, (cx, cy), side = face
+    assert evaluate.match_detection(np.zeros((0, 4)), pts, CROP_SCALE) is None
+    far = box_for_crop(cx + 2 * side, cy, side)
+    off = box_for_crop(cx, cy + 0.4 * side, side)
+    big = box_for_crop(cx, cy, 1.7 * side)
+    small = box_for_crop(cx, cy, side / 1.7)
+    for box in (far, off, big, small):
+        assert evaluate.match_detection(box[None], pts, CROP_SCALE) is None, box
+    # a little off in place or size still matches
+    near = box_for_crop(cx + 0.1 * side, cy - 0.05 * side, 1.3 * side)
+    assert evaluate.match_detection(near[None], pts, CROP_SCALE) == 0
+
+
+def test_the_closest_of_several_boxes_is_chosen(face):
+    pts, (cx, cy), side = face
+    boxes = np.stack([box_for_crop(cx + 2 * side, cy, side),          # another face
+                      box_for_crop(cx + 0.15 * side, cy, side),       # close, not closest
+                      box_for_crop(cx, cy, 1.7 * side),               # centred, wrong size
+                      box_for_crop(cx + 0.02 * side, cy, side)])      # the face
+    assert evaluate.match_detection(boxes, pts, CROP_SCALE) == 3
+    assert evaluate.match_detection(boxes[:3], pts, CROP_SCALE) == 1
+    assert evaluate.match_detection(boxes[[0, 2]], pts, CROP_SCALE) is None
+
+
+def test_match_detection_uses_the_given_calibration(face):
+    pts, (cx, cy), side = face
+    cal = {"dx": 0.0, "dy": 0.0, "size": 1.0}
+    box = box_for_crop(cx, cy, side, cal=cal)
+    assert evaluate.match_detection(box[None], pts, CROP_SCALE, cal) == 0
+    # the default calibration puts this box's crop 16 % of the box lower and 10 % smaller:
+    # still a match, but a box calibrated for the default rule is better under it
+    both = np.stack([box, box_for_crop(cx, cy, side)])
+    assert evaluate.match_detection(both, pts, CROP_SCALE) == 1
+    assert evaluate.match_detection(both, pts, CROP_SCALE, cal) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# The protocols, end to end on two test frames (tiny random model: only the bookkeeping)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    path = make_tiny_checkpoint(tmp_path_factory.mktemp("eval_ckpt") / "tiny.pt")
+    return detect.FaceKeypointDetector(path)
+
+
+@needs_data
+def test_evaluate_crop_protocol(tiny_detector):
+    summary, details = evaluate.evaluate(tiny_detector, "test", "crop", subset=2, progress=False)
+    assert details["pred"].shape == details["gt"].shape == (2, 68, 2)
+    assert np.isfinite(details["pred"]).all()
+    assert summary["faces"] == summary["faces_found"] == 2 and summary["protocol"] == "crop"
+    assert summary["nme_mean"] == pytest.approx(
+        evaluate.nme(details["pred"], details["gt"]).mean())
+    assert len(details["files"]) == 2
+
+
+@needs_data
+def test_evaluate_pipeline_counts_missed_faces_as_failures(tiny_detector, monkeypatch):
+    monkeypatch.setattr(tiny_detector, "detector", lambda image: np.zeros((0, 4)))
+    summary, details = evaluate.evaluate(tiny_detector, "test", "pipeline", subset=2,
+                                         progress=False)
+    assert np.isnan(details["pred"]).all()
+    assert summary["faces_found"] == 0 and summary["fr@8"] == 1.0
+    assert summary["extra_detections"] == 0

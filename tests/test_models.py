@@ -1,0 +1,207 @@
+"""Tests of models: the networks' shapes and sizes, and the self-describing checkpoints."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import models
+from models import ModelLoadError, Net, ResNet18Keypoints
+
+
+def _meta(arch, arch_args, input_size, **extra):
+    return models.checkpoint_meta(arch, arch_args, input_size, crop_scale=1.3,
+                                  kp_mean=input_size / 2, kp_std=input_size / 4, **extra)
+
+
+@pytest.fixture
+def small_resnet():
+    torch.manual_seed(0)
+    return ResNet18Keypoints(width=8).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+def test_net_224_gives_136_outputs():
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 224, 224))
+    assert out.shape == (2, 136) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert net.fc1.in_features == 256 * 6 * 6  # the documented 9216
+
+
+def test_net_other_input_size():
+    net = Net(input_size=96).eval()
+    with torch.no_grad():
+        assert net(torch.rand(3, 1, 96, 96)).shape == (3, 136)
+    with pytest.raises(RuntimeError):
+        net(torch.rand(1, 1, 224, 224))  # sized for 96 px: a clear shape error, not silence
+
+
+def test_net_shape_walkthrough():
+    net = Net()
+    net.train()
+    lines = net.shape_walkthrough()
+    assert net.training  # the walkthrough leaves the mode as it was
+    assert lines[0].startswith("input") and lines[0].endswith("(1, 224, 224)")
+    assert lines[1].endswith("(32, 110, 110)") and lines[5].endswith("(256, 6, 6)")
+    assert lines[-1].startswith("fc2") and lines[-1].endswith("(136,)")
+    assert any(line.endswith("(9216,)") for line in lines)
+    assert Net(input_size=96).shape_walkthrough()[-1].endswith("(136,)")
+
+
+def test_resnet18_width64_has_torchvision_resnet18_parameter_count():
+    reference = torchvision.models.resnet18(num_classes=136)
+    reference.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    expected = sum(p.numel() for p in reference.parameters())
+    ours = ResNet18Keypoints(width=64)
+    assert models.count_parameters(ours) == expected
+    assert ours.conv1.in_channels == 1 and ours.fc.out_features == 136
+    shapes = {k: v.shape for k, v in ours.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
+
+
+@pytest.mark.parametrize("size", [64, 112])
+def test_resnet18_small_width_any_size(size):
+    net = ResNet18Keypoints(width=16).eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 1, size, size)).shape == (2, 136)
+    assert net.layer4[0].conv1.out_channels == 128 and net.fc.in_features == 128
+    assert models.count_parameters(net) < models.count_parameters(ResNet18Keypoints(width=32))
+
+
+def test_build_model():
+    assert isinstance(models.build_model("resnet18", width=8), ResNet18Keypoints)
+    assert isinstance(models.build_model("net", input_size=64), Net)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_model("vgg")
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def test_checkpoint_round_trip_resnet(tmp_path, small_resnet):
+    path = tmp_path / "m.pt"
+    meta = _meta("resnet18", {"width": 8}, 64, command="python train.py --width 8",
+                 metrics={"test_nme": 0.061, "epochs": 3})
+    models.save_checkpoint(path, small_resnet, meta)
+    loaded, got = models.load_model(path, expect_arch="resnet18")
+    assert not loaded.training
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small_resnet(x))
+    assert got["arch"] == "resnet18" and got["arch_args"] == {"width": 8}
+    assert got["input_size"] == 64 and got["crop_scale"] == 1.3
+    assert got["normalization"]["kp_mean"] == 32.0 and got["normalization"]["kp_std"] == 16.0
+    assert got["command"] == "python train.py --width 8"
+    assert got["metrics"] == {"test_nme": 0.061, "epochs": 3}
+    assert got["format"] == models.CHECKPOINT_FORMAT and "state_dict" not in got
+
+
+def test_checkpoint_round_trip_net(tmp_path):
+    torch.manual_seed(1)
+    net = Net(input_size=64).eval()
+    models.save_checkpoint(tmp_path / "n.pt", net, _meta("net", {"input_size": 64}, 64))
+    loaded, meta = models.load_model(tmp_path / "n.pt")
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    assert isinstance(loaded, Net) and meta["arch"] == "net"
+
+
+def test_load_model_wrong_arch(tmp_path, small_resnet):
+    models.save_checkpoint(tmp_path / "m.pt", small_resnet, _meta("resnet18", {"width": 8}, 64))
+    with pytest.raises(ModelLoadError, match=r"'resnet18'.*not 'net'"):
+        models.load_model(tmp_path / "m.pt", expect_arch="net")
+
+
+def test_arch_args_that_do_not_fit_the_weights(tmp_path, small_resnet):
+    models.save_checkpoint(tmp_path / "m.pt", small_resnet, _meta("resnet18", {"width": 16}, 64))
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        models.load_model(tmp_path / "m.pt")
+    net = Net(input_size=64)
+    models.save_checkpoint(tmp_path / "n.pt", net, _meta("net", {"input_size": 96}, 96))
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        models.load_model(tmp_path / "n.pt")
+
+
+def test_unknown_arch_or_arguments(tmp_path, small_resnet):
+    models.save_checkpoint(tmp_path / "a.pt", small_resnet, _meta("vgg", {}, 64))
+    with pytest.raises(ModelLoadError, match="unknown architecture"):
+        models.load_model(tmp_path / "a.pt")
+    models.save_checkpoint(tmp_path / "b.pt", small_resnet,
+                           _meta("resnet18", {"width": 8, "depth": 50}, 64))
+    with pytest.raises(ModelLoadError, match="depth"):
+        models.load_model(tmp_path / "b.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_damaged_checkpoint(tmp_path, small_resnet, damage):
+    path = tmp_path / "m.pt"
+    models.save_checkpoint(path, small_resnet, _meta("resnet18", {"width": 8}, 64))
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a checkpoint " * 9,
+                      "empty": b""}[damage])
+    with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
+        models.load_model(path)
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"no such weights file.*train\.py"):
+        models.load_model(tmp_path / "nope.pt")
+
+
+def test_bare_state_dict_is_refused(tmp_path, small_resnet):
+    torch.save(small_resnet.state_dict(), tmp_path / "old.pt")
+    with pytest.raises(ModelLoadError, match="bare state dict"):
+        models.load_model(tmp_path / "old.pt")
+
+
+def test_newer_format_is_refused(tmp_path, small_resnet):
+    meta = {**_meta("resnet18", {"width": 8}, 64), "format": models.CHECKPOINT_FORMAT + 1}
+    models.save_checkpoint(tmp_path / "m.pt", small_resnet, meta)
+    with pytest.raises(ModelLoadError, match="newer"):
+        models.load_model(tmp_path / "m.pt")
+
+
+def test_checkpoint_needs_no_pickled_code(tmp_path, small_resnet):
+    """Checkpoints load with weights_only=True: plain containers and tensors only."""
+    models.save_checkpoint(tmp_path / "m.pt", small_resnet, _meta("resnet18", {"width": 8}, 64))
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ckpt["arch"] == "resnet18" and "conv1.weight" in ckpt["state_dict"]
+
+
+def test_atomic_save_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "m.pt"
+    models.atomic_torch_save({"a": torch.ones(3)}, path)
+    models.atomic_torch_save({"a": torch.zeros(3)}, path)  # overwrite
+    assert os.listdir(path.parent) == ["m.pt"]
+    assert torch.equal(torch.load(path)["a"], torch.zeros(3))
+
+
+def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    models.atomic_torch_save({"a": torch.arange(4)}, path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(models.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        models.atomic_torch_save({"a": torch.zeros(4)}, path)
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(models.torch, "save",
+                            lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        models.atomic_torch_save({"a": torch.zeros(4)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]
+    assert torch.equal(torch.load(path)["a"], torch.arange(4))

@@ -1,0 +1,273 @@
+"""Tests of train.py with tiny runs (ResNet-18 at width 8 on 48-px crops of 24 frames): what a
+run writes, reproducibility, resuming, early stopping, the split by person, the course Net."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_keypoints import needs_data
+
+import data_load
+import models
+import train
+from train import TrainConfig
+
+pytestmark = needs_data
+
+TINY = dict(arch="resnet18", width=8, input_size=48, subset=24, val_subset=12, epochs=2,
+            batch_size=8, workers=0)
+LOG_COLUMNS = ["epoch", "train_loss", "val_loss", "train_nme", "val_nme", "lr", "minutes"]
+NUMBERS = ["train_loss", "val_loss", "train_nme", "val_nme", "lr"]   # all but the time taken
+
+
+def numbers(history):
+    return [{k: row[k] for k in ["epoch"] + NUMBERS} for row in history]
+
+
+def read_log(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def state_dict_of(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_a")
+    cfg = TrainConfig(**TINY, out=str(out), command="python train.py --tiny-test")
+    return cfg, train.train(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_b(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_b")
+    cfg = TrainConfig(**TINY, out=str(out))
+    return cfg, train.train(cfg, progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# What a run writes
+# --------------------------------------------------------------------------------------------
+def test_tiny_run_writes_log_curves_and_checkpoints(run_a):
+    cfg, result = run_a
+    out = Path(cfg.out)
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt",
+                                                     "log.csv"]   # no temporary files left
+    rows = read_log(out / "log.csv")
+    assert len(rows) == 2 and list(rows[0]) == LOG_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row, logged in zip(rows, result["history"]):
+        for key in NUMBERS:
+            assert float(row[key]) == pytest.approx(logged[key], rel=1e-12)
+            assert math.isfinite(float(row[key]))
+    assert result["epochs"] == 2 and result["stopped"] == "epochs"
+    assert result["best_val_nme"] == min(r["val_nme"] for r in result["history"])
+    # cosine schedule: full learning rate in epoch 1, half of it in epoch 2 (of 2)
+    assert [r["lr"] for r in result["history"]] == pytest.approx([cfg.lr, cfg.lr / 2])
+    curves = data_load.load_image(out / "curves.png")
+    assert curves.shape == (350, 1000, 3) and curves.std() > 10
+
+
+def test_best_checkpoint_describes_itself(run_a):
+    cfg, result = run_a
+    model, meta = models.load_model(Path(cfg.out) / "best.pt")
+    assert isinstance(model, models.ResNet18Keypoints) and model.width == 8
+    assert meta["arch"] == "resnet18" and meta["arch_args"] == {"width": 8}
+    assert meta["input_size"] == 48 and meta["crop_scale"] == cfg.crop_scale
+    assert meta["normalization"]["kp_mean"] == 24 and meta["normalization"]["kp_std"] == 12
+    assert meta["command"] == "python train.py --tiny-test"
+    best = min(result["history"], key=lambda r: r["val_nme"])
+    assert meta["metrics"]["val_nme"] == best["val_nme"]
+    assert meta["metrics"]["epoch"] == best["epoch"]
+    assert meta["train_config"]["subset"] == 24
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 136)
+
+
+def test_best_checkpoint_holds_the_best_epochs_weights(run_a):
+    """Evaluating best.pt on the validation frames gives the val NME it records."""
+    cfg, _ = run_a
+    model, meta = models.load_model(Path(cfg.out) / "best.pt")
+    _, val_dl = train.make_loaders(cfg)
+    _, val_nme = train.run_epoch(model, val_dl, torch.nn.L1Loss(), kp_std=cfg.kp_std)
+    assert val_nme == pytest.approx(meta["metrics"]["val_nme"], rel=1e-5)
+    last = torch.load(Path(cfg.out) / "last.pt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Reproducibility and resuming
+# --------------------------------------------------------------------------------------------
+def test_same_seed_gives_identical_numbers(run_a, run_b):
+    (cfg_a, a), (cfg_b, b) = run_a, run_b
+    assert numbers(a["history"]) == numbers(b["history"])
+    assert same_weights(state_dict_of(Path(cfg_a.out) / "last.pt"),
+                        state_dict_of(Path(cfg_b.out) / "last.pt"))
+
+
+def test_different_seed_gives_different_numbers(run_a, tmp_path):
+    _, a = run_a
+    cfg = TrainConfig(**{**TINY, "epochs": 1}, seed=1, out=str(tmp_path))
+    c = train.train(cfg, progress=False)
+    first_a, first_c = a["history"][0], c["history"][0]
+    assert all(first_a[k] != first_c[k] for k in ["train_loss", "val_loss", "val_nme"])
+
+
+def test_resume_continues_exactly(run_a, tmp_path):
+    """A run stopped after epoch 1 (time budget) and resumed gives the uninterrupted run's
+    numbers. The interruption keeps ``epochs=2``: the cosine schedule's length is part of the
+    saved state, so a run started with ``epochs=1`` and resumed with ``epochs=2`` would follow
+    the 1-epoch schedule (learning rate 0 in epoch 2) instead."""
+    _, a = run_a
+    cfg = TrainConfig(**TINY, out=str(tmp_path), max_minutes=1e-9)
+    first = train.train(cfg, progress=False)
+    assert first["stopped"].startswith("time budget") and len(first["history"]) == 1
+    assert len(read_log(tmp_path / "log.csv")) == 1
+    cfg = TrainConfig(**TINY, out=str(tmp_path))
+    resumed = train.train(cfg, resume=True, progress=False)
+    assert len(resumed["history"]) == 2 and resumed["stopped"] == "epochs"
+    assert [int(r["epoch"]) for r in read_log(tmp_path / "log.csv")] == [1, 2]
+    assert numbers(resumed["history"]) == numbers(a["history"]), (
+        "resuming should restore weights, optimizer, schedule and every random state, so "
+        "the numbers must equal the uninterrupted run's")
+    assert same_weights(state_dict_of(tmp_path / "last.pt"),
+                        state_dict_of(Path(run_a[0].out) / "last.pt"))
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Early stopping (run_epoch scripted: the logic, without the cost of real training)
+# --------------------------------------------------------------------------------------------
+def scripted(val_nmes):
+    """A stand-in for train.run_epoch: training passes return fixed numbers, validation
+    passes the given val NMEs in turn."""
+    values = iter(val_nmes)
+
+    def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0):
+        if optimizer is not None:
+            return 1.0, 0.5
+        v = next(values)
+        return v, v
+    return run_epoch
+
+
+@pytest.fixture(scope="module")
+def tiny_loaders():
+    return train.make_loaders(TrainConfig(**{**TINY, "subset": 8, "val_subset": 4}))
+
+
+@pytest.fixture
+def scripted_training(monkeypatch, tiny_loaders):
+    """train.train with scripted validation NMEs, the loaders made once and no plotting."""
+    monkeypatch.setattr(train, "plot_curves", lambda history, path: None)
+    monkeypatch.setattr(train, "make_loaders", lambda cfg: tiny_loaders)
+
+    def run(val_nmes, resume=False, **cfg):
+        monkeypatch.setattr(train, "run_epoch", scripted(val_nmes))
+        return train.train(TrainConfig(**{**TINY, "epochs": len(val_nmes), **cfg}),
+                           resume=resume, progress=False)
+    return run
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+@pytest.mark.parametrize("patience, val_nmes, stop_after, best_epoch", [
+    (0, [0.5, 0.4, 0.45, 0.3, 0.2], 3, 2),          # stops at the first epoch without gain
+    (2, [0.5, 0.6, 0.4, 0.45, 0.46, 0.3, 0.2], 5, 3),
+    (2, [0.5, 0.4, 0.3, 0.2, 0.1], 5, 5),          # always better: runs all epochs
+    (0, [0.5, 0.4, 0.3], 3, 3),
+])
+def test_early_stopping(tmp_path, scripted_training, patience, val_nmes, stop_after,
+                        best_epoch):
+    result = scripted_training(val_nmes, patience=patience, out=str(tmp_path))
+    assert result["epochs"] == stop_after
+    early = stop_after < len(val_nmes)
+    assert result["stopped"].startswith("early stop") == early, result["stopped"]
+    assert result["best_val_nme"] == min(val_nmes[:stop_after])
+    _, meta = models.load_model(tmp_path / "best.pt")
+    assert meta["metrics"]["epoch"] == best_epoch
+    assert len(read_log(tmp_path / "log.csv")) == stop_after
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+def test_early_stopping_carries_over_a_resume(tmp_path, scripted_training):
+    """The best val NME and the epochs without gain before a resume still count after it."""
+    first = scripted_training([0.5, 0.6], patience=2, epochs=2, out=str(tmp_path))
+    assert first["stopped"] == "epochs"
+    result = scripted_training([0.55, 0.1], patience=2, epochs=4, resume=True,
+                               out=str(tmp_path))
+    assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
+    assert result["stopped"].startswith("early stop")
+    assert result["best_val_nme"] == 0.5
+    _, meta = models.load_model(tmp_path / "best.pt")
+    assert meta["metrics"]["epoch"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+def test_resume_without_a_checkpoint_starts_afresh(tmp_path, scripted_training):
+    result = scripted_training([0.5], resume=True, out=str(tmp_path))
+    assert [r["epoch"] for r in result["history"]] == [1]
+
+
+# --------------------------------------------------------------------------------------------
+# Data split, configuration, the course Net
+# --------------------------------------------------------------------------------------------
+def test_no_person_in_both_train_and_validation():
+    cfg = TrainConfig(input_size=48, workers=0)
+    train_dl, val_dl = train.make_loaders(cfg)
+    train_names, val_names = train_dl.dataset.filenames, val_dl.dataset.filenames
+    train_people = {data_load.person_of(n) for n in train_names}
+    val_people = {data_load.person_of(n) for n in val_names}
+    assert train_people and val_people and not train_people & val_people
+    all_names = data_load.dataset("train").filenames
+    assert sorted(train_names + val_names) == sorted(all_names)      # every frame used once
+    share = len(val_people) / (len(train_people) + len(val_people))
+    assert share == pytest.approx(cfg.val_fraction, abs=0.01)
+    # the subsets are taken within each side
+    small_train, small_val = train.make_loaders(TrainConfig(**TINY))
+    assert len(small_train.dataset) == 24 and len(small_val.dataset) == 12
+    assert set(small_train.dataset.filenames) <= set(train_names)
+    assert set(small_val.dataset.filenames) <= set(val_names)
+
+
+def test_the_course_net_trains(tmp_path):
+    # The course Net needs at least 64 px (its fifth block would get a 1x1 map at 48 px).
+    cfg = TrainConfig(arch="net", input_size=64, subset=16, val_subset=8, epochs=1,
+                      batch_size=8, workers=0, loss="mse", out=str(tmp_path))
+    result = train.train(cfg, progress=False)
+    assert result["epochs"] == 1 and math.isfinite(result["best_val_nme"])
+    model, meta = models.load_model(tmp_path / "best.pt", expect_arch="net")
+    assert isinstance(model, models.Net) and meta["arch_args"] == {"input_size": 64}
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 136)
+
+
+def test_bad_settings_are_rejected_before_training(tmp_path):
+    for bad in ({"loss": "hinge"}, {"optimizer": "lbfgs"}, {"schedule": "linear"}):
+        with pytest.raises(ValueError):
+            train.train(TrainConfig(**TINY, out=str(tmp_path / "x"), **bad), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line_becomes_the_config():
+    cfg, resume = train.parse_args(["--arch", "net", "--input-size", "64", "--epochs", "3",
+                                    "--no-augment", "--lr", "0.01", "--resume", "--subset", "5"])
+    assert resume is True
+    assert (cfg.arch, cfg.input_size, cfg.epochs, cfg.augment, cfg.lr, cfg.subset) == \
+        ("net", 64, 3, False, 0.01, 5)
+    assert cfg.command.startswith("python train.py --arch net")
+    assert cfg.arch_args() == {"input_size": 64}
+    assert (cfg.kp_mean, cfg.kp_std) == (32, 16)
+    cfg, resume = train.parse_args([])
+    assert resume is False and cfg.arch_args() == {"width": 32}
