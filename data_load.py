@@ -16,12 +16,14 @@ behaviour; the augmentation transforms use ``torchvision.transforms.v2`` with
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import shutil
 import sys
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -100,7 +102,9 @@ def load_image(path) -> np.ndarray:
     """Read an image file by its content and return it as an RGB ``uint8`` array (H, W, 3).
 
     Accepts any format Pillow reads, whatever the extension says: RGB, RGBA (alpha dropped),
-    grayscale, palette, CMYK and 16-bit images; EXIF-rotated JPEGs are turned upright.
+    grayscale, palette, CMYK and 16-bit images; EXIF-rotated JPEGs are turned upright. Anything
+    else (no such file, a folder, an empty, damaged or truncated file, an image over Pillow's
+    179-megapixel limit) raises ``ImageReadError`` naming the file and the reason.
     """
     path = Path(path)
     if not path.exists():
@@ -108,14 +112,24 @@ def load_image(path) -> np.ndarray:
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return pil_to_rgb(im)
+        # Pillow warns about sizes between its two bomb limits (89 and 179 megapixels: a
+        # 100-megapixel photo is fine) and about damaged metadata; the image is read either way.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.load()
+                try:
+                    ImageOps.exif_transpose(im, in_place=True)  # no copy of a big image
+                except Exception:  # a damaged EXIF block: keep the pixels as stored
+                    pass
+                return pil_to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: image too large to read safely ({e}); downscale it "
+                             f"first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e})") from None
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: image too large ({e})") from None
+    except Exception as e:  # a damaged file can make a Pillow decoder fail in other ways
+        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 def pil_to_rgb(im: Image.Image) -> np.ndarray:
@@ -123,8 +137,10 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.width < 1 or im.height < 1:
         raise ValueError("empty image")
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if im.mode == "F" and arr.max() <= 1.0:
+            hi = 1.0  # a floating-point image in [0, 1]
         gray = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -164,6 +180,19 @@ def read_keypoints_csv(csv_file) -> pd.DataFrame:
     return frame
 
 
+#: Keypoints a little outside the image are legitimate (a face cut by the border); a point more
+#: than this fraction of the image's width (height) beyond its left or right (top or bottom)
+#: edge is almost surely a corrupt row.
+OUTSIDE_MARGIN = 0.5
+
+
+def _far_outside(pts, width, height, margin=OUTSIDE_MARGIN) -> np.ndarray:
+    """Which of the points (N, 2) lie far outside a ``width`` x ``height`` image."""
+    x, y = np.asarray(pts, dtype=np.float64).reshape(-1, 2).T
+    return ((x < -margin * width) | (x > (1 + margin) * width)
+            | (y < -margin * height) | (y > (1 + margin) * height))
+
+
 def person_of(filename: str) -> str:
     """The person a frame shows: ``'Luis_Fonsi_21.jpg'`` -> ``'Luis_Fonsi'``."""
     return re.sub(r"_\d+\.\w+$", "", Path(filename).name)
@@ -191,6 +220,8 @@ class FacialKeypointsDataset(Dataset):
         if subset is not None and subset < len(frame):
             order = np.random.default_rng(seed).permutation(len(frame))[:subset]
             frame = frame.iloc[np.sort(order)]
+        self.csv_file = Path(csv_file)
+        self._csv_lines = frame.index.to_numpy() + 2  # line 1 is the header
         self.key_pts_frame = frame.reset_index(drop=True)
         self.root_dir = Path(root_dir)
         self.transform = transform
@@ -209,7 +240,20 @@ class FacialKeypointsDataset(Dataset):
 
     def __getitem__(self, idx):
         name = self.key_pts_frame.iloc[idx, 0]
-        image = load_image(self.root_dir / name)
+        where = f"{self.csv_file}, line {self._csv_lines[idx]}"
+        try:
+            image = load_image(self.root_dir / name)
+        except ImageReadError as e:
+            raise ImageReadError(f"{e} (listed in {where}); `python data_load.py --check` "
+                                 f"lists every problem of the dataset") from None
+        pts = self.key_pts_frame.iloc[idx, 1:].to_numpy(dtype=np.float32).reshape(-1, 2)
+        far = _far_outside(pts, image.shape[1], image.shape[0])
+        if far.any():
+            i = int(np.flatnonzero(far)[0])
+            raise DataError(f"{where} ({name}): {int(far.sum())} keypoint(s) lie far outside "
+                            f"the {image.shape[1]}x{image.shape[0]} image, e.g. point {i} at "
+                            f"({pts[i, 0]:g}, {pts[i, 1]:g}); the row is probably corrupt: fix "
+                            f"or remove it")
         sample = {"image": image, "keypoints": self.keypoints(idx)}
         if self.transform:
             sample = self.transform(sample)
@@ -545,7 +589,7 @@ def _download(url, dest: Path, desc):
         os.replace(part, dest)
     except BaseException as e:
         part.unlink(missing_ok=True)
-        if isinstance(e, OSError):
+        if isinstance(e, (OSError, http.client.HTTPException)):  # incl. a cut connection
             raise DataError(f"could not download {url} ({e}). With no internet, set "
                             f"${MIRROR_ENV} to a folder holding {DATA_ZIP}.") from None
         raise
@@ -567,6 +611,35 @@ def check_dataset(folder) -> list:
         if missing:
             problems.append(f"{image_dir}/: {len(missing)} image(s) listed in {csv_name} are "
                             f"missing, e.g. {missing[0]}")
+        problems += _check_rows(folder, csv_name, image_dir, frame, set(missing))
+    return problems
+
+
+def _check_rows(folder, csv_name, image_dir, frame, missing):
+    """Problems with the rows whose image is there: unreadable images, keypoints far outside."""
+    coords = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    unreadable, far = [], []
+    for i, name in enumerate(frame.iloc[:, 0]):
+        if name in missing:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(folder / image_dir / name) as im:  # the header only: fast
+                    width, height = im.size
+        except Exception:
+            unreadable.append(name)
+            continue
+        if _far_outside(coords[i], width, height).any():
+            far.append((i + 2, name))
+    problems = []
+    if unreadable:
+        problems.append(f"{image_dir}/: {len(unreadable)} image(s) listed in {csv_name} cannot "
+                        f"be read, e.g. {unreadable[0]}")
+    if far:
+        lines = ", ".join(str(line) for line, _ in far[:5])
+        problems.append(f"{csv_name}: {len(far)} row(s) have keypoints far outside their image "
+                        f"(line {lines}), e.g. {far[0][1]}; fix or remove them")
     return problems
 
 
@@ -642,14 +715,63 @@ def fetch_course_images(dest=None, quiet=False) -> Path:
             continue
         if mirror is not None and (mirror / name).is_file():
             tmp = target.with_name(target.name + ".part")
-            shutil.copyfile(mirror / name, tmp)
-            os.replace(tmp, target)
+            try:
+                shutil.copyfile(mirror / name, tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         else:
             _download(IMAGES_URL + name, target, name)
         load_image(target)  # a clear error now rather than later if it is not an image
     if not quiet:
         print(f"course images ready in {dest}")
     return dest
+
+
+W300_DIR = DATA_DIR / "300w_train"
+W300_NAME = "300w_train"
+
+
+def fetch_300w(data_dir=None, quiet=False):
+    """Copy the 300-W training crops (``300w_train/``: images/ + keypoints.csv) from the mirror.
+
+    300-W has no public download URL that fits this layout (its publishers distribute it under
+    their own terms), so it comes only from ``$FKP_DATA_MIRROR/300w_train`` — see its README for
+    provenance and terms: never commit or redistribute it. Returns the folder, or ``None`` when
+    no mirror holds it. Copied through a temporary folder, renamed when complete.
+    """
+    dest = Path(data_dir or DATA_DIR) / W300_NAME
+    if (dest / COMPLETE_MARKER).is_file():
+        return dest
+    mirror = _mirror_dir(MIRROR_ENV)
+    source = mirror / W300_NAME if mirror is not None else None
+    if source is None or not (source / "keypoints.csv").is_file():
+        if not quiet:
+            print(f"300-W crops not available (no ${MIRROR_ENV}/{W300_NAME}); skipped")
+        return None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-300w-", dir=dest.parent) as tmp:
+        staging = Path(tmp) / W300_NAME
+        shutil.copytree(source, staging)
+        frame = read_keypoints_csv(staging / "keypoints.csv")
+        missing = [n for n in frame.iloc[:, 0] if not (staging / "images" / n).is_file()]
+        if missing:
+            raise DataError(f"{source}: {len(missing)} image(s) listed in keypoints.csv are "
+                            f"missing, e.g. {missing[0]}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    (dest / COMPLETE_MARKER).write_text("300w_train\n")
+    if not quiet:
+        print(f"300-W crops ready in {dest}")
+    return dest
+
+
+def dataset_300w(transform=None, data_dir=None, **kwargs):
+    """The 300-W training crops through the same dataset class (same CSV layout)."""
+    folder = Path(data_dir or DATA_DIR) / W300_NAME
+    return FacialKeypointsDataset(folder / "keypoints.csv", folder / "images", transform, **kwargs)
 
 
 def main(argv=None):
@@ -666,6 +788,7 @@ def main(argv=None):
             return 1 if problems else 0
         fetch_dataset(args.data_dir)
         fetch_course_images(args.images_dir)
+        fetch_300w(args.data_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

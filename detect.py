@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 import data_load
-from data_load import ImageReadError, crop_face, load_image, uncrop_keypoints
+from data_load import (ImageReadError, crop_face, keypoint_box, load_image, square_crop_box,
+                       uncrop_keypoints)
 from models import ModelLoadError, load_model
 
 ROOT = Path(__file__).resolve().parent
@@ -47,10 +48,12 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 #: How a Haar ``frontalface`` box (x, y, w, h) relates to the face as the model sees it: the
 #: centre of the keypoints' bounding box is at (x + w/2 + dx*w, y + h/2 + dy*h) and its larger
 #: side is ``size * w``. Medians measured on the training split by
-#: ``python evaluate.py --calibrate --subset 600`` (595 of 600 training faces found and matched;
-#: 10th-90th percentiles: dx -0.12..0.13, dy 0.12..0.21, size 0.80..1.01). Training jitters
-#: its crops to cover part of that spread (data_load.face_transform).
-FACE_BOX_TO_CROP = {"dx": 0.0062, "dy": 0.1626, "size": 0.8959}
+#: ``python evaluate.py --calibrate --subset 600`` with the default HaarFaceDetector (594 of 600
+#: training faces found and matched; 10th-90th percentiles: dx -0.12..0.13, dy 0.12..0.21,
+#: size 0.80..1.01). Training jitters its crops to cover part of that spread
+#: (data_load.face_transform) and ``FaceKeypointDetector(refine=1)`` re-crops around the first
+#: prediction.
+FACE_BOX_TO_CROP = {"dx": 0.0071, "dy": 0.1633, "size": 0.8962}
 
 
 def cascade_path(name="haarcascade_frontalface_default.xml") -> str:
@@ -106,8 +109,8 @@ class HaarFaceDetector:
     """
 
     def __init__(self, frontal=("haarcascade_frontalface_default.xml",), profile=False,
-                 scale_factor=1.1, min_neighbors=5, work_min=400, work_max=1280,
-                 pad=0.25, min_face=0.04):
+                 scale_factor=1.1, min_neighbors=6, work_min=240, work_max=1280,
+                 pad=0.1, min_face=0.04):
         self.frontal = [_load_cascade(n) for n in frontal]
         self.profile = _load_cascade("haarcascade_profileface.xml") if profile else None
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
@@ -180,9 +183,11 @@ class FaceKeypointDetector:
         model: path of a checkpoint written by ``train.py`` (default: the shipped model).
         flip_tta: also predict on the mirrored crop and average (mirror table applied).
         detector: a callable image -> (N, 4) face boxes (default: ``HaarFaceDetector()``).
+        refine: how many times to re-crop around the predicted keypoints and predict again.
     """
 
-    def __init__(self, model=DEFAULT_MODEL, flip_tta=False, detector=None, device="cpu"):
+    def __init__(self, model=DEFAULT_MODEL, flip_tta=False, detector=None, device="cpu",
+                 refine=1):
         self.model_path = Path(model)
         self.model, self.meta = load_model(self.model_path)
         self.model.to(device)
@@ -192,6 +197,10 @@ class FaceKeypointDetector:
         norm = self.meta["normalization"]
         self.kp_mean, self.kp_std = norm["kp_mean"], norm["kp_std"]
         self.flip_tta = flip_tta
+        self.refine = refine
+        bias = self.meta.get("bias") or {}
+        self.bias = {k: np.asarray(bias.get(k, (0.0, 0.0)), dtype=np.float64)
+                     for k in ("plain", "mirrored")}
         self.detector = detector if detector is not None else HaarFaceDetector()
         self._to_input = data_load.v2.Compose([data_load.Normalize(self.kp_mean, self.kp_std),
                                                data_load.ToTensor()])
@@ -210,22 +219,33 @@ class FaceKeypointDetector:
         batch = torch.stack([self._to_input({"image": crop_face(image, c, self.size),
                                              "keypoints": dummy})["image"] for c in crops])
         batch = batch.to(self.device)
-        out = self.model(batch).view(-1, 68, 2)
+        # Predictions in crop pixels, less the model's measured mean offset (``meta['bias']``,
+        # measured on validation faces by ``evaluate.measure_bias``; zero when absent).
+        pts = self.model(batch).view(-1, 68, 2).cpu().numpy().astype(np.float64)
+        pts = pts * self.kp_std + self.kp_mean - self.bias["plain"]
         if self.flip_tta:
-            flipped = self.model(torch.flip(batch, dims=[-1])).view(-1, 68, 2)
-            flipped = flipped[:, list(data_load.FLIP_INDICES)]
-            # un-normalise x, mirror it as v2 does (x -> size - 1 - x), normalise again
-            fx = flipped[..., 0] * self.kp_std + self.kp_mean
-            flipped[..., 0] = ((self.size - 1 - fx) - self.kp_mean) / self.kp_std
-            out = (out + flipped) / 2
-        pts = out.cpu().numpy().astype(np.float64) * self.kp_std + self.kp_mean
+            flipped = self.model(torch.flip(batch, dims=[-1])).view(-1, 68, 2).cpu().numpy()
+            flipped = flipped[:, list(data_load.FLIP_INDICES)].astype(np.float64)
+            flipped = flipped * self.kp_std + self.kp_mean - self.bias["mirrored"]
+            flipped[..., 0] = self.size - 1 - flipped[..., 0]   # as torchvision mirrors
+            pts = (pts + flipped) / 2
         return np.stack([uncrop_keypoints(p, c, self.size) for p, c in zip(pts, crops)])
 
     def keypoints_for_boxes(self, image, boxes) -> np.ndarray:
-        """Keypoints (N, 68, 2) for face boxes (N, 4) as (x, y, w, h)."""
+        """Keypoints (N, 68, 2) for face boxes (N, 4) as (x, y, w, h).
+
+        The first prediction is made on the crop the calibrated rule gives for the box; with
+        ``refine`` > 0 the face is cropped again around the predicted keypoints, by the rule the
+        model was trained with, and predicted again (a face box never sits exactly where the
+        training crops did; the second crop does).
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         crops = [crop_for_box(b, self.crop_scale) for b in boxes]
-        return self.keypoints_for_crops(image, crops)
+        pts = self.keypoints_for_crops(image, crops)
+        for _ in range(self.refine):
+            crops = [square_crop_box(keypoint_box(p), self.crop_scale) for p in pts]
+            pts = self.keypoints_for_crops(image, crops)
+        return pts
 
     # -- the API -----------------------------------------------------------------------------
     def get_landmarks(self, image, boxes=None) -> list[Face]:
@@ -295,6 +315,15 @@ def draw_faces(image, faces, box_color=(0, 255, 0)):
                 cv2.circle(out, (int(round(px)), int(round(py))), max(1, scale + 1),
                            REGION_COLORS[region], -1, cv2.LINE_AA)
     return out
+
+
+def render(image, faces, filter_name=None):
+    """The annotated picture: boxes and keypoints, or (with ``filter_name``) a face filter."""
+    if filter_name:
+        import filters
+
+        return filters.apply_filter(image, faces, filter_name)
+    return draw_faces(image, faces)
 
 
 def save_rgb(path, image):
@@ -374,7 +403,7 @@ def _annotated_name(out_dir, path, suffix=None):
     return Path(out_dir) / f"{p.stem}_keypoints{suffix or p.suffix or '.png'}"
 
 
-def process_image(detector, path, boxes, annotate):
+def process_image(detector, path, boxes, annotate, filter_name=None):
     entry = {"path": path, "width": None, "height": None, "faces": [], "error": None}
     try:
         image = load_image(path)
@@ -387,11 +416,11 @@ def process_image(detector, path, boxes, annotate):
     if annotate:
         suffix = Path(path).suffix.lower()
         suffix = suffix if suffix in (".jpg", ".jpeg", ".png") else ".png"
-        save_rgb(_annotated_name(annotate, path, suffix), draw_faces(image, faces))
+        save_rgb(_annotated_name(annotate, path, suffix), render(image, faces, filter_name))
     return entry
 
 
-def process_video(detector, path, annotate, progress=True, alpha=0.4):
+def process_video(detector, path, annotate, progress=True, alpha=0.4, filter_name=None):
     """One entry per frame; keypoints smoothed over time. Returns (entries, error or None)."""
     from tqdm import tqdm
 
@@ -418,7 +447,7 @@ def process_video(detector, path, annotate, progress=True, alpha=0.4):
                     out = _annotated_name(annotate, path, ".mp4")
                     out.parent.mkdir(parents=True, exist_ok=True)
                     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(cv2.cvtColor(draw_faces(rgb, faces), cv2.COLOR_RGB2BGR))
+                writer.write(cv2.cvtColor(render(rgb, faces, filter_name), cv2.COLOR_RGB2BGR))
             index += 1
             bar.update(1)
     cap.release()
@@ -463,6 +492,9 @@ def build_parser():
                         "for those images (boxes like a face detector's, as tight as Haar's)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
                    help="checkpoint written by train.py (default: the shipped model)")
+    p.add_argument("--filter", choices=("sunglasses", "moustache", "hat", "blur"),
+                   help="with --annotate (or no PATH): draw this face filter (filters.py) "
+                        "instead of boxes and keypoints, on images and videos")
     p.add_argument("--flip-tta", action="store_true",
                    help="average with the prediction on the mirrored face (slower, steadier)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
@@ -477,6 +509,10 @@ def main(argv=None):
     if not paths:
         paths = [str(DEFAULT_PHOTO)]
         annotate = annotate or str(ROOT / "out" / "annotated")
+    if args.filter and not annotate:
+        parser.error("--filter draws on the annotated copies: give --annotate OUT_DIR")
+    if args.json and Path(args.json).is_dir():
+        parser.error(f"--json {args.json} is a folder: give a file name, e.g. {args.json}/out.json")
     try:
         boxes = read_boxes_file(args.boxes) if args.boxes else {}
         detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta)
@@ -487,15 +523,21 @@ def main(argv=None):
 
     items = expand_inputs(paths)
     entries, failed = [], False
+    for p in paths:
+        if Path(p).is_dir() and not expand_inputs([p]):
+            entries.append({"path": p, "width": None, "height": None, "faces": [],
+                            "error": f"{p}: a folder with no image or video files"})
+            failed = True
     t0 = time.perf_counter()
     show = not args.quiet and len(items) > 1
     for path in tqdm(items, desc="images", unit="file", disable=not show):
         if is_video(path) and Path(path).is_file():
-            video_entries, bad = process_video(detector, path, annotate, progress=not args.quiet)
+            video_entries, bad = process_video(detector, path, annotate, progress=not args.quiet,
+                                               filter_name=args.filter)
             entries += video_entries
             failed |= bad
             continue
-        entry = process_image(detector, path, boxes.get(path), annotate)
+        entry = process_image(detector, path, boxes.get(path), annotate, args.filter)
         failed |= entry["error"] is not None
         entries.append(entry)
     result = {"model": str(args.model), "images": entries}

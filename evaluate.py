@@ -247,7 +247,116 @@ def label_noise(split="train", data_dir=None):
     return np.array(pair_nme)
 
 
-def ship_model(model_path, dest, results, card_path=None):
+#: Pictures without a face, bundled with scikit-image (no download): false-detection check.
+FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "hubble_deep_field",
+             "text", "grass", "gravel", "brick", "cell", "colorwheel", "logo", "microaneurysms",
+             "retina", "immunohistochemistry", "clock", "binary_blobs", "checkerboard",
+             "shepp_logan_phantom")
+
+
+def face_free_images():
+    """(name, RGB uint8 image) for each face-free picture, at 1x and rotated/resized variants."""
+    import skimage.data
+
+    from detect import as_rgb_array
+
+    for name in FACE_FREE:
+        image = as_rgb_array(getattr(skimage.data, name)())
+        yield name, image
+        yield name + " x2", np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))
+
+
+def detection_rates(face_detector, samples, crop_scale=1.3):
+    """Share of labelled faces found and count of unmatched boxes, over (image, gt) pairs."""
+    found = extra = total = 0
+    seconds = 0.0
+    for image, gt in samples:
+        t0 = time.perf_counter()
+        boxes = face_detector(image)
+        seconds += time.perf_counter() - t0
+        total += 1
+        hit = match_detection(boxes, gt, crop_scale) is not None
+        found += hit
+        extra += len(boxes) - hit
+    return {"found": found, "faces": total, "found_rate": found / max(total, 1),
+            "extra_boxes": extra, "ms_per_image": 1000 * seconds / max(total, 1)}
+
+
+def detector_configs():
+    """The face detectors compared by ``--detection``: the course's plain call, then ours."""
+    from detect import HaarFaceDetector
+
+    plain = HaarFaceDetector(work_min=1, work_max=10**9, pad=0.0, min_face=0.0)
+    return {
+        "plain frontalface_default (course)": plain,
+        "HaarFaceDetector (working size + border padding)": HaarFaceDetector(),
+        "+ alt2 cascade": HaarFaceDetector(frontal=("haarcascade_frontalface_default.xml",
+                                                    "haarcascade_frontalface_alt2.xml")),
+        "+ profile cascade (and mirrored)": HaarFaceDetector(profile=True),
+    }
+
+
+def detection_report(subset=None, progress=True):
+    """Faces found on the test split and the 300-W crops, false boxes on face-free pictures."""
+    from tqdm import tqdm
+
+    import data_load
+
+    sets = {"course test split": data_load.dataset("test", subset=subset)}
+    if data_load.fetch_300w(quiet=True) is not None:
+        sets["300-W crops (in the wild)"] = data_load.dataset_300w(subset=subset)
+    negatives = list(face_free_images())
+    rows = []
+    for name, det in detector_configs().items():
+        row = {"detector": name}
+        for set_name, ds in sets.items():
+            pairs = ((s["image"], s["keypoints"]) for s in
+                     (ds[i] for i in tqdm(range(len(ds)), desc=f"{name[:20]} {set_name[:12]}",
+                                          disable=not progress, leave=False)))
+            r = detection_rates(det, pairs)
+            row[f"{set_name}: found %"] = round(100 * r["found_rate"], 2)
+            row[f"{set_name}: extra boxes"] = r["extra_boxes"]
+            row[f"{set_name}: ms/image"] = round(r["ms_per_image"], 1)
+        row[f"false boxes on {len(negatives)} face-free pictures"] = int(
+            sum(len(det(img)) for _, img in negatives))
+        rows.append(row)
+    return rows
+
+
+def measure_bias(detector, val_fraction=0.1, seed=0):
+    """The model's mean keypoint offset (x, y) in crop pixels on the validation people.
+
+    Measured on ground-truth face crops of the people ``train.py`` held out (split by person,
+    same seed), never on the test split: ``plain`` for the crop as it is, ``mirrored`` for the
+    mirrored crop (its prediction, re-indexed, against the mirrored labels x -> size - 1 - x).
+    ``detect.FaceKeypointDetector`` subtracts these when the checkpoint carries them.
+    """
+    import torch
+
+    from data_load import (FLIP_INDICES, crop_face, dataset, keypoint_box, split_by_person,
+                           square_crop_box)
+
+    full = dataset("train")
+    _, val_names = split_by_person(full.filenames, val_fraction, seed)
+    ds = dataset("train", names=val_names)
+    size, plain, mirrored = detector.size, [], []
+    for i in range(len(ds)):
+        sample = ds[i]
+        crop = square_crop_box(keypoint_box(sample["keypoints"]), detector.crop_scale)
+        image, gt = crop_face(sample["image"], crop, size, sample["keypoints"])
+        x = detector._to_input({"image": image, "keypoints": gt})["image"][None]
+        with torch.inference_mode():
+            out = detector.model(x).view(68, 2).numpy() * detector.kp_std + detector.kp_mean
+            flip = detector.model(torch.flip(x, dims=[-1])).view(68, 2).numpy()
+        flip = flip[list(FLIP_INDICES)] * detector.kp_std + detector.kp_mean
+        plain.append((out - gt).mean(axis=0))
+        mirrored.append((flip - np.c_[size - 1 - gt[:, 0], gt[:, 1]]).mean(axis=0))
+    return {"plain": [round(float(v), 3) for v in np.mean(plain, axis=0)],
+            "mirrored": [round(float(v), 3) for v in np.mean(mirrored, axis=0)],
+            "faces": len(ds), "split": f"train, validation people (fraction {val_fraction}, seed {seed})"}
+
+
+def ship_model(model_path, dest, results, card_path=None, bias=None, settings=None):
     """Copy a checkpoint to ``dest`` with its measured test metrics, and write its model card.
 
     ``results`` is ``{protocol: summarize(...) result}`` as measured by ``evaluate``. The copy is
@@ -258,12 +367,13 @@ def ship_model(model_path, dest, results, card_path=None):
 
     import torch
 
-    from models import read_checkpoint
+    from models import atomic_torch_save, read_checkpoint
 
     ckpt = read_checkpoint(model_path)
-    ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results}
-    from models import atomic_torch_save
-
+    ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results,
+                       "test_settings": dict(settings or {})}
+    if bias is not None:
+        ckpt["bias"] = {"plain": bias["plain"], "mirrored": bias["mirrored"]}
     atomic_torch_save(ckpt, dest)
     dest = Path(dest)
     run_dir = Path(ckpt.get("train_config", {}).get("out", ""))
@@ -295,6 +405,11 @@ measured by that command (`evaluate.py`) on the official 770-frame test split.
   grayscale face crops, crop side = {ckpt.get('crop_scale')} x the keypoints' box (the detector maps
   a Haar box onto the same crop, `detect.FACE_BOX_TO_CROP`).
 - Normalisation: {ckpt['normalization']}.
+- Mean offset subtracted from its predictions (crop px, x and y), measured by
+  `evaluate.measure_bias` on the validation people (not the test split): plain
+  {ckpt.get('bias', {}).get('plain')}, mirrored {ckpt.get('bias', {}).get('mirrored')}.
+- Test settings: {ckpt['metrics'].get('test_settings')} (`refine`: re-crops around the first
+  prediction; `flip_tta`: mirrored prediction averaged in).
 - File size: {dest.stat().st_size / 1e6:.1f} MB.
 
 ## Training
@@ -333,17 +448,37 @@ def main(argv=None):
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--subset", type=int, default=None, help="only N frames (fast check)")
     p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--refine", type=int, default=1,
+                   help="re-crops around the predicted keypoints (detect.FaceKeypointDetector)")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--ship", metavar="DEST",
                    help="after measuring, copy the model to DEST with its metrics and write "
                         "MODEL_CARD.md beside it (needs --protocol both and the full test split)")
+    p.add_argument("--detection", action="store_true",
+                   help="compare face detectors: faces found on the test split and the 300-W "
+                        "crops, false boxes on face-free pictures; then exit")
     p.add_argument("--calibrate", action="store_true",
                    help="measure detect.FACE_BOX_TO_CROP on training frames and exit")
     args = p.parse_args(argv)
     if args.calibrate:
         print(json.dumps(calibrate_detector(args.subset or 1000)))
         return 0
-    detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta)
+    if args.detection:
+        import pandas as pd
+
+        table = pd.DataFrame(detection_report(args.subset)).set_index("detector").T
+        print(table.to_string())
+        if args.json:
+            table.to_json(args.json, indent=1)
+        return 0
+    detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, refine=args.refine)
+    bias = None
+    if args.ship:
+        detector.bias = {"plain": np.zeros(2), "mirrored": np.zeros(2)}
+        bias = measure_bias(detector)
+        detector.bias = {k: np.asarray(bias[k]) for k in ("plain", "mirrored")}
+        print(f"mean offset on {bias['faces']} validation faces (crop px): plain {bias['plain']}, "
+              f"mirrored {bias['mirrored']}; subtracted from now on")
     results = {}
     for protocol in (["crop", "pipeline"] if args.protocol == "both" else [args.protocol]):
         summary, _ = evaluate(detector, args.split, protocol, args.subset)
@@ -358,7 +493,8 @@ def main(argv=None):
     if args.ship:
         if args.subset or args.split != "test" or args.protocol != "both":
             p.error("--ship needs the full test split and both protocols")
-        dest, card = ship_model(args.model, args.ship, results)
+        dest, card = ship_model(args.model, args.ship, results, bias=bias,
+                                settings={"flip_tta": args.flip_tta, "refine": args.refine})
         print(f"shipped {dest} and {card}")
     return 0
 

@@ -44,6 +44,9 @@ class Net(nn.Module):
 
     def __init__(self, input_size=224, num_outputs=N_OUTPUTS):
         super().__init__()
+        if input_size < 64:
+            raise ValueError(f"Net needs an input of at least 64 px (five 2x2 poolings), got "
+                             f"{input_size}")
         self.input_size = input_size
         chans = [1, 32, 64, 128, 256, 256]
         kernels = [5, 3, 3, 3, 1]
@@ -144,6 +147,7 @@ def atomic_torch_save(obj, path):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved model is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -190,10 +194,23 @@ def read_checkpoint(path) -> dict:
         raise ModelLoadError(f"{path}: a bare state dict or an unknown format, with no "
                              f"description of its architecture. Only checkpoints written by "
                              f"this project's train.py (format {CHECKPOINT_FORMAT}) can be "
-                             f"loaded.")
-    if ckpt.get("format", 0) > CHECKPOINT_FORMAT:
-        raise ModelLoadError(f"{path}: checkpoint format {ckpt['format']} is newer than this "
+                             f"loaded; to use bare weights, load them into the model they were "
+                             f"trained as and save it with models.save_checkpoint(path, model, "
+                             f"models.checkpoint_meta(...)).")
+    if not isinstance(ckpt.get("format", 0), int) or ckpt.get("format", 0) > CHECKPOINT_FORMAT:
+        raise ModelLoadError(f"{path}: checkpoint format {ckpt['format']!r} is newer than this "
                              f"code reads ({CHECKPOINT_FORMAT}); update the project.")
+    norm = ckpt.get("normalization")
+    try:
+        usable = (int(ckpt["input_size"]) > 0 and isinstance(norm, dict)
+                  and float(norm["kp_std"]) > 0 and float(norm["kp_mean"]) == norm["kp_mean"])
+    except (KeyError, TypeError, ValueError):
+        usable = False
+    if not usable:
+        raise ModelLoadError(f"{path}: an older or damaged checkpoint format: its description "
+                             f"lacks a valid input size or keypoint normalisation, so its "
+                             f"predictions could not be mapped back onto an image. Save it "
+                             f"again with models.save_checkpoint (see train.py) or retrain it.")
     return ckpt
 
 
@@ -220,9 +237,9 @@ def load_weights(model, state_dict, source="weights"):
     """``load_state_dict`` with a clear message when the weights belong to another model."""
     try:
         model.load_state_dict(state_dict)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:  # wrong shapes, not a dict
         first = str(e).splitlines()
-        detail = "; ".join(line.strip() for line in first[1:3])
+        detail = "; ".join(line.strip() for line in first[1:3] or first[:1])
         raise ModelLoadError(f"{source}: these weights do not fit a {type(model).__name__} "
                              f"with these arguments (another architecture or input size?): "
                              f"{detail[:300]}") from None

@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 import data_load
 from evaluate import nme
-from models import (atomic_torch_save, build_model, checkpoint_meta, count_parameters,
-                    load_weights, save_checkpoint)
+from models import (ModelLoadError, atomic_torch_save, build_model, checkpoint_meta,
+                    count_parameters, load_weights, save_checkpoint)
 
 ROOT = Path(__file__).resolve().parent
 LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "smoothl1": nn.SmoothL1Loss}
@@ -127,12 +127,12 @@ def _worker_init(worker_id):
     random.seed(seed)
 
 
-def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0):
+def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, progress=True):
     """One pass over ``loader``; trains when an optimizer is given. Returns (loss, NME)."""
     training = optimizer is not None
     model.train(training)
     total, count, nmes = 0.0, 0, []
-    bar = tqdm(loader, desc=desc, leave=False, unit="batch", mininterval=2)
+    bar = tqdm(loader, desc=desc, leave=False, unit="batch", mininterval=2, disable=not progress)
     with torch.set_grad_enabled(training):
         for batch in bar:
             images = batch["image"]
@@ -163,13 +163,13 @@ def make_scheduler(cfg, optimizer):
 
 
 def plot_curves(history, path):
-    """Train/val loss and val NME per epoch, saved as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Train/val loss and val NME per epoch, saved as a PNG (no global matplotlib state, so a
+    notebook's inline figures keep working)."""
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    a, b = fig.subplots(1, 2)
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
     a.plot(epochs, [h["val_loss"] for h in history], label="validation")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.set_yscale("log"), a.legend()
@@ -178,7 +178,6 @@ def plot_curves(history, path):
     fig.tight_layout()
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -213,7 +212,17 @@ def train(cfg: TrainConfig, resume=False, progress=True):
 
     history, best_nme, start_epoch, elapsed = [], math.inf, 1, 0.0
     if resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(last_path, map_location="cpu", weights_only=False)
+            missing = [k for k in ("model", "optimizer", "epoch", "history", "best_nme")
+                       if k not in state]
+            if missing:
+                raise KeyError(f"no {', '.join(missing)}")
+        except Exception as e:  # torch raises many kinds for a damaged file
+            first = (str(e).splitlines() or [""])[0]
+            raise ModelLoadError(f"{last_path}: not a readable training checkpoint "
+                                 f"({type(e).__name__}: {first[:200]}). Delete it to start "
+                                 f"afresh, or resume from a copy of the run folder.") from None
         load_weights(model, state["model"], last_path)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
@@ -226,8 +235,9 @@ def train(cfg: TrainConfig, resume=False, progress=True):
         if progress:
             print(f"resumed from {last_path} at epoch {start_epoch}")
 
+    command = cfg.command or f"train.train({cfg!r})"
     meta = checkpoint_meta(cfg.arch, cfg.arch_args(), cfg.input_size, cfg.crop_scale,
-                           cfg.kp_mean, cfg.kp_std, command=cfg.command,
+                           cfg.kp_mean, cfg.kp_std, command=command,
                            pipeline=cfg.pipeline, train_config=asdict(cfg))
     if progress:
         print(f"{cfg.arch} {cfg.arch_args()}: {count_parameters(model):,} parameters; "
@@ -241,9 +251,10 @@ def train(cfg: TrainConfig, resume=False, progress=True):
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss, train_nme = run_epoch(model, train_dl, criterion, optimizer,
-                                          desc=f"epoch {epoch}/{cfg.epochs}", kp_std=cfg.kp_std)
+                                          desc=f"epoch {epoch}/{cfg.epochs}", kp_std=cfg.kp_std,
+                                          progress=progress)
         val_loss, val_nme = run_epoch(model, val_dl, criterion, desc="validation",
-                                      kp_std=cfg.kp_std)
+                                      kp_std=cfg.kp_std, progress=progress)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_nme)
@@ -324,14 +335,27 @@ def parse_args(argv=None):
     return cfg, resume
 
 
+def _one_line(error) -> str:
+    """The message of an error; for one re-raised from a data loader worker, which carries the
+    worker's traceback in its text, only the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
+    return text
+
+
 def main(argv=None):
     cfg, resume = parse_args(argv)
     try:
         data_load.fetch_dataset(cfg.data_dir, quiet=True)
-    except data_load.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        train(cfg, resume=resume)
+    except (data_load.DataError, data_load.ImageReadError, ModelLoadError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        if not isinstance(e, ModelLoadError) and Path(cfg.out, "last.pt").is_file():
+            print(f"(the last finished epoch is in {Path(cfg.out, 'last.pt')}; once this is "
+                  f"fixed, add --resume to continue from it)", file=sys.stderr)
         return 1
-    train(cfg, resume=resume)
     return 0
 
 

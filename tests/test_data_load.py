@@ -28,7 +28,7 @@ from PIL import Image
 
 import data_load as dl
 from conftest import (FACE_ROW, FAKE_SPLITS, IMG_H, IMG_W, MARKER_COLORS, build_fake_zip,
-                      draw_dots, face_layout, sparse_layout, write_keypoints_csv)
+                      draw_dots, face_layout, write_keypoints_csv)
 
 DATA_READY = (dl.DATA_DIR / dl.SPLITS["train"][0]).is_file()
 needs_data = pytest.mark.skipif(not DATA_READY, reason="dataset not in data/ (run data_load.py)")
@@ -167,8 +167,7 @@ def test_horizontal_flip_moves_each_index_to_the_mirrored_dot(face_sample, spars
     np.testing.assert_allclose(out["keypoints"], expected, atol=1e-4)
     # The outer corner of the right eye (36) is the mirrored left-eye corner (45): green dot.
     assert colour_at(out["image"], *out["keypoints"][36]) == (0, 1, 0)
-    sparse = {**sparse_sample, "keypoints": sparse_sample["keypoints"]}
-    flipped = dl.RandomHorizontalFlip(p=1.0)(sparse)
+    flipped = dl.RandomHorizontalFlip(p=1.0)(sparse_sample)
     assert_precise(flipped["image"], flipped["keypoints"], 1.0, 0.25, min_points=60)
 
 
@@ -432,7 +431,7 @@ def test_flip_of_mean_face_is_the_mean_face():
 # --------------------------------------------------------------------------------------------
 # 3. crop_face / uncrop_keypoints
 # --------------------------------------------------------------------------------------------
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(x=st.floats(-150, 250), y=st.floats(-150, 250), side=st.floats(8, 400),
        size=st.sampled_from([32, 96, 112, 224]))
 def test_uncrop_inverts_crop_face(x, y, side, size):
@@ -576,12 +575,14 @@ def test_dataset_keypoint_subset(fake_dataset):
 
 
 def test_dataset_subset_is_deterministic_per_seed(fake_dataset):
-    make = lambda seed: dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
-                                                  subset=5, seed=seed).filenames
+    def make(seed):
+        return dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
+                                         subset=5, seed=seed).filenames
+
     assert len(make(0)) == 5
     assert make(0) == make(0)
     assert set(make(0)) <= set(fake_dataset["names"])
-    assert any(make(0) != make(s) for s in (1, 2, 3))
+    assert make(1) != make(0) and len(make(1)) == 5
     full = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"], subset=100)
     assert len(full) == 18
 
@@ -718,7 +719,7 @@ def test_missing_csv_tells_how_to_fetch(tmp_path):
         dl.FacialKeypointsDataset(tmp_path / "nope.csv", tmp_path)
 
 
-def test_empty_and_binary_csv(tmp_path):
+def test_empty_csv(tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(dl.DataError, match="not a readable CSV"):
         dl.read_keypoints_csv(tmp_path / "empty.csv")

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -121,7 +120,7 @@ def test_merge_boxes_drops_duplicates_and_keeps_separate_faces():
 # --------------------------------------------------------------------------------------------
 def test_haar_finds_the_one_face_in_the_bundled_photo(haar, astronaut):
     boxes = haar(astronaut)
-    assert boxes.shape == (1, 4)
+    assert boxes.shape == (1, 4), boxes
     x, y, w, h = boxes[0]
     # the astronaut's face: centre about (225, 115), some 100 px wide
     assert 200 < x + w / 2 < 250 and 90 < y + h / 2 < 140 and 70 < w < 130 and w == h
@@ -130,7 +129,7 @@ def test_haar_finds_the_one_face_in_the_bundled_photo(haar, astronaut):
 def test_haar_boxes_are_in_original_pixels_for_a_tiny_image(haar, astronaut):
     tiny = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # upscaled inside
     boxes = haar(tiny)
-    assert boxes.shape == (1, 4)
+    assert boxes.shape == (1, 4), boxes
     assert iou(boxes[0], ASTRONAUT_BOX / 4) > 0.75, boxes
 
 
@@ -288,10 +287,8 @@ def test_flip_tta_is_left_right_symmetric_on_a_symmetric_face(tiny_ckpt):
     assert np.array_equal(image, image[:, ::-1])
     plain = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     tta = detect.FaceKeypointDetector(tiny_ckpt, flip_tta=True, detector=no_detection)
-    w = 100.0
-    box = np.array([width / 2 - w / 2 - detect.FACE_BOX_TO_CROP["dx"] * w, 40.0, w, w])
-    cx, cy, cside = detect.crop_for_box(box, tta.crop_scale)
-    left, side = round(cx), round(cside)
+    crop = np.array([50.0, 40.0, 100.0])          # symmetric about the image's centre line
+    left, side = round(crop[0]), round(crop[2])
     assert 2 * left + side == width, "the crop must be symmetric for this test"
     axis_sum = 2 * left + (tta.size - 1) * side / tta.size
 
@@ -299,8 +296,8 @@ def test_flip_tta_is_left_right_symmetric_on_a_symmetric_face(tiny_ckpt):
         return max(np.abs(pts[:, 0] + pts[FLIP, 0] - axis_sum).max(),
                    np.abs(pts[:, 1] - pts[FLIP, 1]).max())
 
-    with_tta = tta.get_landmarks(image, boxes=[box])[0].keypoints
-    without = plain.get_landmarks(image, boxes=[box])[0].keypoints
+    with_tta = tta.keypoints_for_crops(image, [crop])[0]
+    without = plain.keypoints_for_crops(image, [crop])[0]
     assert asymmetry(with_tta) < 1.0
     # the random model alone is far from symmetric, so the check above is not vacuous
     assert asymmetry(without) > 3.0
@@ -628,3 +625,64 @@ def test_expand_inputs_keeps_order_and_expands_folders(tmp_path):
     items = detect.expand_inputs(["z.jpg", str(tmp_path / "d"), "missing.png"])
     assert items == ["z.jpg", str(tmp_path / "d" / "a.png"), str(tmp_path / "d" / "b.JPG"),
                      str(tmp_path / "d" / "c.mp4"), "missing.png"]
+
+
+# --------------------------------------------------------------------------------------------
+# --filter, and usage errors found by the bad-input review
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sunglasses", "moustache", "hat", "blur"])
+def test_main_filter_draws_on_the_face_of_an_image(tmp_path, astronaut, name, capsys):
+    """Each filter changes the picture around the face and leaves far corners alone."""
+    src = tmp_path / "astronaut.png"
+    save_rgb(src, astronaut)
+    face_box = [176, 65, 97, 97]          # the astronaut's face, skip detection
+    boxes = tmp_path / "b.json"
+    boxes.write_text(json.dumps({str(src): [face_box]}))
+    out = tmp_path / "out"
+    code = detect.main([str(src), "--boxes", str(boxes), "--annotate", str(out), "--filter", name,
+                        "--quiet"])
+    assert code == 0
+    drawn = cv2.cvtColor(cv2.imread(str(out / "astronaut_keypoints.png")), cv2.COLOR_BGR2RGB)
+    diff = np.abs(drawn.astype(int) - astronaut.astype(int)).sum(axis=2)
+    x, y, w, h = face_box
+    near = diff[max(0, y - h):y + 2 * h, max(0, x - w):x + 2 * w]
+    assert (near > 30).sum() > 200, f"{name} drew nothing near the face"
+    assert diff[-60:, -60:].max() == 0 and diff[:40, :40].max() == 0, "drawn far from the face"
+
+
+def test_main_filter_on_a_video(tmp_path, tiny_ckpt, astronaut, capsys):
+    video = tmp_path / "clip.mp4"
+    write_video(video, astronaut)
+    out = tmp_path / "out"
+    code = detect.main([str(video), "--model", str(tiny_ckpt), "--annotate", str(out),
+                        "--filter", "blur", "--quiet", "--json", str(tmp_path / "v.json")])
+    assert code == 0
+    frames = video_frames(out / "clip_keypoints.mp4")
+    assert len(frames) == N_FRAMES
+    entries = json.loads((tmp_path / "v.json").read_text())["images"]
+    assert [e["frame"] for e in entries] == list(range(N_FRAMES))
+
+
+def test_main_filter_needs_annotate(tmp_path, tiny_ckpt, good_image, capsys):
+    with pytest.raises(SystemExit) as e:
+        detect.main([good_image, "--model", str(tiny_ckpt), "--filter", "hat"])
+    assert e.value.code == 2
+    assert "--annotate" in capsys.readouterr().err
+
+
+def test_main_json_pointing_at_a_folder_is_a_usage_error(tmp_path, tiny_ckpt, good_image, capsys):
+    with pytest.raises(SystemExit) as e:
+        detect.main([good_image, "--model", str(tiny_ckpt), "--json", str(tmp_path)])
+    assert e.value.code == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_main_folder_without_images_is_reported(tmp_path, tiny_ckpt, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    out = tmp_path / "r.json"
+    code = detect.main([str(empty), "--model", str(tiny_ckpt), "--json", str(out), "--quiet"])
+    assert code == 1
+    (entry,) = json.loads(out.read_text())["images"]
+    assert entry["faces"] == [] and "no image" in entry["error"]
