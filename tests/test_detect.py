@@ -650,15 +650,24 @@ def test_main_filter_draws_on_the_face_of_an_image(tmp_path, astronaut, name, ca
     assert diff[-60:, -60:].max() == 0 and diff[:40, :40].max() == 0, "drawn far from the face"
 
 
-def test_main_filter_on_a_video(tmp_path, tiny_ckpt, astronaut, capsys):
+@pytest.mark.parametrize("name", ["sunglasses", "moustache", "hat", "blur"])
+def test_main_filter_on_a_video(tmp_path, astronaut, name, capsys):
+    """End to end with the shipped model: the filter is drawn on every frame with a face."""
     video = tmp_path / "clip.mp4"
-    write_video(video, astronaut)
+    write_video(video, astronaut, size=320)
     out = tmp_path / "out"
-    code = detect.main([str(video), "--model", str(tiny_ckpt), "--annotate", str(out),
-                        "--filter", "blur", "--quiet", "--json", str(tmp_path / "v.json")])
+    code = detect.main([str(video), "--annotate", str(out), "--filter", name, "--quiet",
+                        "--json", str(tmp_path / "v.json")])
     assert code == 0
     frames = video_frames(out / "clip_keypoints.mp4")
+    plain = video_frames(video)
     assert len(frames) == N_FRAMES
+    entries = json.loads((tmp_path / "v.json").read_text())["images"]
+    with_face = [e["frame"] for e in entries if e["faces"]]
+    assert len(with_face) >= N_FRAMES - 1, "the face should be found in the clip's frames"
+    for k in with_face:
+        changed = np.abs(frames[k].astype(int) - plain[k].astype(int)).max(axis=2) > 40
+        assert changed.sum() > 100, f"{name} was not drawn on frame {k}"
     entries = json.loads((tmp_path / "v.json").read_text())["images"]
     assert [e["frame"] for e in entries] == list(range(N_FRAMES))
 
