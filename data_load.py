@@ -341,39 +341,30 @@ class RandomCrop:
         assert isinstance(output_size, (int, tuple))
         self.output_size = (output_size, output_size) if isinstance(output_size, int) else output_size
 
+    def _corner(self, h, w, new_h, new_w):
+        top = int(torch.randint(0, h - new_h + 1, ()).item())
+        left = int(torch.randint(0, w - new_w + 1, ()).item())
+        return top, left
+
     def __call__(self, sample):
         image, key_pts = sample["image"], sample["keypoints"]
         h, w = image.shape[:2]
         new_h, new_w = self.output_size
         if h < new_h or w < new_w:
-            raise ValueError(f"RandomCrop({self.output_size}) needs an image at least that big, "
-                             f"got {h}x{w}: put a Rescale before it")
-        top = int(torch.randint(0, h - new_h + 1, ()).item())
-        left = int(torch.randint(0, w - new_w + 1, ()).item())
+            raise ValueError(f"{type(self).__name__}({self.output_size}) needs an image at least "
+                             f"that big, got {h}x{w}: put a Rescale before it")
+        top, left = self._corner(h, w, new_h, new_w)
         image = image[top:top + new_h, left:left + new_w]
         key_pts = np.asarray(key_pts, dtype=np.float32) - [left, top]
         return {**sample, "image": image, "keypoints": key_pts.astype(np.float32)}
 
 
-class CenterCrop:
+class CenterCrop(RandomCrop):
     """Crop the centre of the image to ``output_size`` (int for a square): RandomCrop's
     deterministic twin, for validation and test."""
 
-    def __init__(self, output_size):
-        assert isinstance(output_size, (int, tuple))
-        self.output_size = (output_size, output_size) if isinstance(output_size, int) else output_size
-
-    def __call__(self, sample):
-        image, key_pts = sample["image"], sample["keypoints"]
-        h, w = image.shape[:2]
-        new_h, new_w = self.output_size
-        if h < new_h or w < new_w:
-            raise ValueError(f"CenterCrop({self.output_size}) needs an image at least that big, "
-                             f"got {h}x{w}: put a Rescale before it")
-        top, left = (h - new_h) // 2, (w - new_w) // 2
-        image = image[top:top + new_h, left:left + new_w]
-        key_pts = np.asarray(key_pts, dtype=np.float32) - [left, top]
-        return {**sample, "image": image, "keypoints": key_pts.astype(np.float32)}
+    def _corner(self, h, w, new_h, new_w):
+        return (h - new_h) // 2, (w - new_w) // 2
 
 
 class ToTensor:
