@@ -210,23 +210,37 @@ class FaceKeypointDetector:
         return self.detector(image)
 
     @torch.inference_mode()
+    def crop_predictions(self, image, crops, mirrored=False):
+        """The model's raw keypoints (N, 68, 2) in crop pixels for square crops (x, y, side).
+
+        With ``mirrored``, also its prediction on each mirrored crop, re-indexed by the mirror
+        table but left in the mirrored crop's coordinates. No offset is subtracted here.
+        """
+        dummy = np.zeros((68, 2), np.float32)
+        batch = torch.stack([self._to_input({"image": crop_face(image, c, self.size),
+                                             "keypoints": dummy})["image"] for c in crops])
+        batch = batch.to(self.device)
+
+        def predict(x):
+            out = self.model(x).view(-1, 68, 2).cpu().numpy().astype(np.float64)
+            return out * self.kp_std + self.kp_mean
+
+        plain = predict(batch)
+        if not mirrored:
+            return plain, None
+        return plain, predict(torch.flip(batch, dims=[-1]))[:, list(data_load.FLIP_INDICES)]
+
     def keypoints_for_crops(self, image, crops) -> np.ndarray:
         """Keypoints (N, 68, 2) in image pixels for square crops (N, 3) as (x, y, side)."""
         crops = np.asarray(crops, dtype=np.float64).reshape(-1, 3)
         if len(crops) == 0:
             return np.zeros((0, 68, 2))
-        dummy = np.zeros((68, 2), np.float32)
-        batch = torch.stack([self._to_input({"image": crop_face(image, c, self.size),
-                                             "keypoints": dummy})["image"] for c in crops])
-        batch = batch.to(self.device)
-        # Predictions in crop pixels, less the model's measured mean offset (``meta['bias']``,
-        # measured on validation faces by ``evaluate.measure_bias``; zero when absent).
-        pts = self.model(batch).view(-1, 68, 2).cpu().numpy().astype(np.float64)
-        pts = pts * self.kp_std + self.kp_mean - self.bias["plain"]
+        # Less the model's measured mean offset (``meta['bias']``, measured on validation faces
+        # by ``evaluate.measure_bias``; zero when absent).
+        plain, flipped = self.crop_predictions(image, crops, mirrored=self.flip_tta)
+        pts = plain - self.bias["plain"]
         if self.flip_tta:
-            flipped = self.model(torch.flip(batch, dims=[-1])).view(-1, 68, 2).cpu().numpy()
-            flipped = flipped[:, list(data_load.FLIP_INDICES)].astype(np.float64)
-            flipped = flipped * self.kp_std + self.kp_mean - self.bias["mirrored"]
+            flipped = flipped - self.bias["mirrored"]
             flipped[..., 0] = self.size - 1 - flipped[..., 0]   # as torchvision mirrors
             pts = (pts + flipped) / 2
         return np.stack([uncrop_keypoints(p, c, self.size) for p, c in zip(pts, crops)])

@@ -331,10 +331,7 @@ def measure_bias(detector, val_fraction=0.1, seed=0):
     mirrored crop (its prediction, re-indexed, against the mirrored labels x -> size - 1 - x).
     ``detect.FaceKeypointDetector`` subtracts these when the checkpoint carries them.
     """
-    import torch
-
-    from data_load import (FLIP_INDICES, crop_face, dataset, keypoint_box, split_by_person,
-                           square_crop_box)
+    from data_load import crop_face, dataset, keypoint_box, split_by_person, square_crop_box
 
     full = dataset("train")
     _, val_names = split_by_person(full.filenames, val_fraction, seed)
@@ -343,14 +340,10 @@ def measure_bias(detector, val_fraction=0.1, seed=0):
     for i in range(len(ds)):
         sample = ds[i]
         crop = square_crop_box(keypoint_box(sample["keypoints"]), detector.crop_scale)
-        image, gt = crop_face(sample["image"], crop, size, sample["keypoints"])
-        x = detector._to_input({"image": image, "keypoints": gt})["image"][None]
-        with torch.inference_mode():
-            out = detector.model(x).view(68, 2).numpy() * detector.kp_std + detector.kp_mean
-            flip = detector.model(torch.flip(x, dims=[-1])).view(68, 2).numpy()
-        flip = flip[list(FLIP_INDICES)] * detector.kp_std + detector.kp_mean
-        plain.append((out - gt).mean(axis=0))
-        mirrored.append((flip - np.c_[size - 1 - gt[:, 0], gt[:, 1]]).mean(axis=0))
+        _, gt = crop_face(sample["image"], crop, size, sample["keypoints"])
+        out, flip = detector.crop_predictions(sample["image"], [crop], mirrored=True)
+        plain.append((out[0] - gt).mean(axis=0))
+        mirrored.append((flip[0] - np.c_[size - 1 - gt[:, 0], gt[:, 1]]).mean(axis=0))
     return {"plain": [round(float(v), 3) for v in np.mean(plain, axis=0)],
             "mirrored": [round(float(v), 3) for v in np.mean(mirrored, axis=0)],
             "faces": len(ds), "split": f"train, validation people (fraction {val_fraction}, seed {seed})"}
@@ -474,7 +467,6 @@ def main(argv=None):
     detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, refine=args.refine)
     bias = None
     if args.ship:
-        detector.bias = {"plain": np.zeros(2), "mirrored": np.zeros(2)}
         bias = measure_bias(detector)
         detector.bias = {k: np.asarray(bias[k]) for k in ("plain", "mirrored")}
         print(f"mean offset on {bias['faces']} validation faces (crop px): plain {bias['plain']}, "
