@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-benchmark
 NOTEBOOKS := 1_Load_and_Visualize.ipynb 2_Define_Train_CNN.ipynb 3_Haar_Detection.ipynb 4_Fun_Filters.ipynb
 
 .PHONY: demo test unit notebooks spell data venv lab clean
@@ -19,6 +20,11 @@ $(STAMP): requirements.txt constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# dlib for `benchmark.py --dlib` (optional for users; the tests cover it)
+$(BENCH_STAMP): $(STAMP) requirements-benchmark.txt
+	$(PY) -m pip install --quiet -r requirements-benchmark.txt -c constraints.txt
+	touch $(BENCH_STAMP)
+
 data: $(STAMP)
 	$(PY) data_load.py
 
@@ -26,7 +32,7 @@ demo: data
 	$(PY) detect.py --annotate out/demo --json out/demo/demo.json
 	@echo "annotated photo written to out/demo/"
 
-unit: data
+unit: data $(BENCH_STAMP)
 	$(PY) -m pytest -q tests
 
 notebooks: data
@@ -35,7 +41,7 @@ notebooks: data
 spell: $(STAMP)
 	$(VENV)/bin/codespell *.py tests/*.py README.md $(wildcard $(NOTEBOOKS)) saved_models/*.md
 
-test: data
+test: data $(BENCH_STAMP)
 	$(MAKE) spell
 	$(PY) -m pytest -q tests
 	FKP_FAST=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))

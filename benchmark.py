@@ -1,19 +1,31 @@
-"""Speed and steadiness of the pipeline on this machine's CPU: prints the figures it measures.
+"""Speed and accuracy on this machine's CPU, side by side with dlib: prints what it measures.
 
-    python benchmark.py                  # everything below, on the shipped model
-    python benchmark.py --frames 100     # fewer test frames
+    python benchmark.py                      # speed: keypoint step, full pipeline, video jitter
+    python benchmark.py --dlib               # + this project against dlib on the test split
+    python benchmark.py --models a.pt b.pt   # one row per model: size, latency, test NME
 
-* keypoint step: the model on one face crop (batch 1), per face, median of repeated runs;
-* full pipeline: load -> Haar detection -> crops -> model -> keypoints in image pixels, per image,
-  on the bundled photo, the course photos (when fetched) and the test split;
-* video jitter: a still photo repeated as a video with camera-like noise added to each frame; the
-  mean frame-to-frame movement of the keypoints without and with temporal smoothing.
+* keypoint step: the network on one face crop at batch 1 (crop + normalise + forward + map
+  back), per face, median of repeated runs, with the PyTorch and the ONNX back-ends;
+* full pipeline: load -> Haar detection -> crops -> model -> keypoints in image pixels, per
+  image, on the bundled photo, the course photos (when fetched) and the test split;
+* video jitter: a still photo repeated as a video with camera-like noise added to each frame;
+  the mean frame-to-frame movement of the keypoints without and with temporal smoothing;
+* ``--dlib``: on every frame of the official test split, in this one process, this project's
+  pipeline and dlib's (HOG face detector + ``shape_predictor_68_face_landmarks.dat`` from the
+  ``face-recognition-models`` package): faces found, NME mean/median, FR@8 %, AUC@8 %, time per
+  face of the keypoint step and per image of the whole pipeline. dlib is an optional,
+  benchmark-only dependency: ``pip install dlib-bin face-recognition-models``.
+* ``--models``: parameters, size on disk, keypoint-step latency (PyTorch and ONNX) and the
+  full-pipeline test metrics of each checkpoint (``evaluate.evaluate``).
 
+Tables are printed and written as Markdown and JSON to ``--out`` (default ``results/``).
 Timings are wall-clock on whatever else the machine is doing: run it on an idle machine.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import statistics
 import sys
 import time
@@ -25,6 +37,10 @@ import torch
 import data_load
 from detect import (DEFAULT_MODEL, DEFAULT_PHOTO, FaceKeypointDetector, KeypointSmoother,
                     crop_for_box, jitter)
+from evaluate import match_detection, summarize
+from models import count_parameters
+
+ROOT = Path(__file__).resolve().parent
 
 
 def time_it(fn, repeat):
@@ -37,7 +53,8 @@ def time_it(fn, repeat):
 
 
 def keypoint_step(detector, image, box, repeat=200):
-    """Median ms for the model on one face (crop + normalise + forward + map back)."""
+    """Median ms for the model on one face (crop + normalise + forward + map back), and for
+    the network's forward pass alone."""
     crop = crop_for_box(box, detector.crop_scale)
     for _ in range(10):
         detector.keypoints_for_crops(image, [crop])
@@ -49,7 +66,7 @@ def keypoint_step(detector, image, box, repeat=200):
 
 
 def pipeline_per_image(detector, paths, repeat=1):
-    """Median ms per image for the whole pipeline, and the number of faces found."""
+    """Median and mean ms per image for the whole pipeline, and the number of faces found."""
     times, faces = [], 0
     for path in paths:
         t = time_it(lambda: detector.get_landmarks(path), repeat)
@@ -74,48 +91,251 @@ def video_jitter(detector, frames=40, noise=6.0, alpha=0.4, seed=0):
     return jitter(raw), jitter(smooth), len(raw)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(DEFAULT_MODEL))
-    p.add_argument("--frames", type=int, default=200, help="test frames for the pipeline timing")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--flip-tta", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta)
-    print(f"model {args.model} ({detector.meta['arch']} {detector.meta['arch_args']}, "
-          f"{detector.size} px), torch threads {torch.get_num_threads()}"
-          f"{', flip TTA' if args.flip_tta else ''}")
+# --------------------------------------------------------------------------------------------
+# dlib, side by side
+# --------------------------------------------------------------------------------------------
+DLIB_HINT = "pip install dlib-bin face-recognition-models (benchmark-only dependencies)"
 
+
+def dlib_predictor_path() -> Path:
+    """``shape_predictor_68_face_landmarks.dat`` as shipped by ``face-recognition-models``.
+
+    Found without importing that package (its ``__init__`` needs setuptools' pkg_resources).
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"dlib's 68-point model is not installed: {DLIB_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / \
+        "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: reinstall face-recognition-models")
+    return path
+
+
+class DlibPipeline:
+    """dlib's HOG face detector and 68-point shape predictor (the setup face_recognition uses).
+
+    ``upsample``: how many times dlib doubles the image before detection (face_recognition's
+    default is 1; 0 is faster and misses faces under about 80 px).
+    """
+
+    def __init__(self, upsample=0):
+        try:
+            import dlib
+        except ImportError:
+            raise RuntimeError(f"dlib is not installed: {DLIB_HINT}") from None
+        self.dlib, self.upsample = dlib, upsample
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(dlib_predictor_path()))
+
+    def detect(self, gray) -> list:
+        return list(self.detector(gray, self.upsample))
+
+    def keypoints(self, gray, rect) -> np.ndarray:
+        shape = self.predictor(gray, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+    @staticmethod
+    def box(rect) -> np.ndarray:
+        return np.array([rect.left(), rect.top(), rect.width(), rect.height()], dtype=np.float64)
+
+
+def _dlib_match(boxes, gt):
+    """The dlib box that covers the labelled face: a box's centre within a quarter of the
+    face's size of the keypoints' centre, its side within a factor 2 of the face's."""
+    from data_load import keypoint_box
+
+    x, y, w, h = keypoint_box(gt)
+    side, centre = max(w, h), np.array([x + w / 2, y + h / 2])
+    best, best_d = None, np.inf
+    for i, (bx, by, bw, bh) in enumerate(boxes):
+        d = np.linalg.norm(np.array([bx + bw / 2, by + bh / 2]) - centre)
+        if d < 0.25 * side and 0.5 < bw / side < 2 and d < best_d:
+            best, best_d = i, d
+    return best
+
+
+def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
+    """Run this project's pipelines and dlib's on the same test frames, in this process.
+
+    ``detectors``/``dlib_pipelines``: {row name: pipeline}. Each image is read once (not timed);
+    then each system is timed on it: detection + keypoints (``pipeline ms``), and the keypoint
+    step alone per face found (``keypoints ms/face``). Returns one row per system.
+    """
+    from tqdm import tqdm
+
+    ds = data_load.dataset("test", subset=frames)
+    systems = {**{k: ("ours", v) for k, v in detectors.items()},
+               **{k: ("dlib", v) for k, v in dlib_pipelines.items()}}
+    preds = {k: [] for k in systems}
+    pipe_ms = {k: [] for k in systems}
+    step_ms = {k: [] for k in systems}
+    gts = []
+    for i in tqdm(range(len(ds)), desc="test frames", disable=not progress):
+        sample = ds[i]
+        image, gt = sample["image"], sample["keypoints"]
+        gts.append(gt)
+        gray = np.ascontiguousarray(image[..., :3].mean(axis=2).astype(np.uint8))
+        for name, (kind, system) in systems.items():
+            pred = np.full((68, 2), np.nan)
+            t0 = time.perf_counter()
+            if kind == "ours":
+                boxes = system.detect_faces(image)
+                t1 = time.perf_counter()
+                pts = system.keypoints_for_boxes(image, boxes)
+                t2 = time.perf_counter()
+                j = match_detection(boxes, gt, system.crop_scale)
+            else:
+                rects = system.detect(gray)
+                t1 = time.perf_counter()
+                pts = [system.keypoints(gray, r) for r in rects]
+                t2 = time.perf_counter()
+                j = _dlib_match([system.box(r) for r in rects], gt)
+            pipe_ms[name].append(1000 * (t2 - t0))
+            if len(pts):
+                step_ms[name].append(1000 * (t2 - t1) / len(pts))
+            if j is not None:
+                pred = pts[j]
+            preds[name].append(pred)
+    rows = []
+    for name in systems:
+        m = summarize(np.array(preds[name]), np.array(gts))
+        rows.append({"system": name, "faces found": f"{m['faces_found']}/{m['faces']}",
+                     "NME mean %": round(100 * m["nme_mean"], 2),
+                     "NME median %": round(100 * m["nme_median"], 2),
+                     "FR@8 %": round(100 * m["fr@8"], 2), "AUC@8": round(m["auc@8"], 3),
+                     "keypoints ms/face": round(statistics.median(step_ms[name]), 2)
+                     if step_ms[name] else None,
+                     "pipeline ms/image (median)": round(statistics.median(pipe_ms[name]), 1),
+                     "pipeline ms/image (mean)": round(float(np.mean(pipe_ms[name])), 1)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# One row per model
+# --------------------------------------------------------------------------------------------
+def model_row(path, frames=None, progress=True):
+    """Parameters, size on disk, latency per face (both back-ends) and pipeline test metrics."""
+    from evaluate import evaluate
+
+    row = {"model": str(path)}
     photo = data_load.load_image(DEFAULT_PHOTO)
-    boxes = detector.detect_faces(photo)
-    if len(boxes) == 0:
-        print("no face found in the bundled photo", file=sys.stderr)
-        return 1
-    step, forward = keypoint_step(detector, photo, boxes[0])
-    print(f"keypoint step, batch 1: {step:.2f} ms per face (of which the network's forward "
-          f"pass {forward:.2f} ms)")
+    for backend in ("torch", "onnx"):
+        det = FaceKeypointDetector(path, backend=backend)
+        if backend == "torch":
+            row.update({"arch": f"{det.meta['arch']} {det.meta.get('arch_args', {})}",
+                        "input px": det.size,
+                        "parameters (M)": round(count_parameters(det.model) / 1e6, 2),
+                        "MB on disk": round(Path(path).stat().st_size / 1e6, 1)})
+            summary, _ = evaluate(det, "test", "pipeline", subset=frames, progress=progress)
+        box = det.detect_faces(photo)[0]
+        step, _ = keypoint_step(det, photo, box)
+        row[f"{backend} ms/face"] = round(step, 2)
+    row.update({"test faces found": f"{summary['faces_found']}/{summary['faces']}",
+                "test NME mean %": round(100 * summary["nme_mean"], 2),
+                "test NME median %": round(100 * summary["nme_median"], 2),
+                "test FR@8 %": round(100 * summary["fr@8"], 2),
+                "val NME % (training)": round(100 * det.meta.get("metrics", {}).get("val_nme", float("nan")), 2)})
+    return row
 
-    sets = [("bundled photo", [DEFAULT_PHOTO])]
-    course = [data_load.COURSE_IMAGES_DIR / n for n in ("obamas.jpg", "the_beatles.jpg",
-                                                         "mona_lisa.jpg")]
-    if all(c.is_file() for c in course):
-        sets.append(("course photos", course))
-    if data_load.dataset_ready():
-        test = data_load.dataset("test", subset=args.frames)
-        sets.append((f"test split ({len(test)} frames)",
-                     [data_load.DATA_DIR / "test" / f for f in test.filenames]))
-    for name, paths in sets:
-        median, mean, faces = pipeline_per_image(detector, paths, repeat=3 if len(paths) < 10 else 1)
-        print(f"full pipeline, {name}: median {median:.1f} ms, mean {mean:.1f} ms per image "
-              f"({faces} faces in {len(paths)} images)")
 
+def write_table(rows, out_dir, name, title):
+    """Print ``rows`` as a table and write ``<name>.md`` and ``<name>.json`` to ``out_dir``."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |"
+              for r in rows]
+    md = f"# {title}\n\n" + "\n".join(lines) + "\n"
+    for path, text in ((out_dir / f"{name}.md", md),
+                       (out_dir / f"{name}.json", json.dumps(rows, indent=1))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return out_dir / f"{name}.md"
+
+
+def speed(args):
+    for backend in ("torch", "onnx"):
+        detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, backend=backend)
+        print(f"[{backend}] model {args.model} ({detector.meta['arch']} "
+              f"{detector.meta['arch_args']}, {detector.size} px), torch threads "
+              f"{torch.get_num_threads()}{', flip TTA' if args.flip_tta else ''}")
+        photo = data_load.load_image(DEFAULT_PHOTO)
+        boxes = detector.detect_faces(photo)
+        if len(boxes) == 0:
+            print("no face found in the bundled photo", file=sys.stderr)
+            return 1
+        step, forward = keypoint_step(detector, photo, boxes[0])
+        print(f"keypoint step, batch 1: {step:.2f} ms per face (of which the network's forward "
+              f"pass {forward:.2f} ms)")
+        sets = [("bundled photo", [DEFAULT_PHOTO])]
+        course = [data_load.COURSE_IMAGES_DIR / n for n in ("obamas.jpg", "the_beatles.jpg",
+                                                             "mona_lisa.jpg")]
+        if all(c.is_file() for c in course):
+            sets.append(("course photos", course))
+        if data_load.dataset_ready():
+            test = data_load.dataset("test", subset=args.frames)
+            sets.append((f"test split ({len(test)} frames)",
+                         [data_load.DATA_DIR / "test" / f for f in test.filenames]))
+        for name, paths in sets:
+            median, mean, faces = pipeline_per_image(detector, paths,
+                                                     repeat=3 if len(paths) < 10 else 1)
+            print(f"full pipeline, {name}: median {median:.1f} ms, mean {mean:.1f} ms per image "
+                  f"({faces} faces in {len(paths)} images)")
     raw, smooth, n = video_jitter(detector)
     print(f"video jitter on a still face with camera noise ({n} frames): "
           f"{raw:.2f} px/frame raw, {smooth:.2f} px/frame smoothed "
           f"({100 * (1 - smooth / raw):.0f} % less)" if raw else "video jitter: no face tracked")
     return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--frames", type=int, default=None,
+                   help="only N test frames (default: the whole test split for --dlib and "
+                        "--models, 200 for the speed figures)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--dlib", action="store_true",
+                   help="compare with dlib on the test split (needs dlib-bin and "
+                        "face-recognition-models)")
+    p.add_argument("--models", nargs="+", metavar="CKPT",
+                   help="one table row per checkpoint: size, latency, test NME")
+    p.add_argument("--out", default=str(ROOT / "results"), help="folder for the tables")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.models:
+        rows = [model_row(m, args.frames) for m in args.models]
+        path = write_table(rows, args.out, "models", "Models: size, CPU latency per face, test NME "
+                           "(full pipeline)")
+        print(f"-> {path}")
+        return 0
+    if args.dlib:
+        try:
+            dlib_systems = {f"dlib HOG (upsample {u}) + 68-point predictor": DlibPipeline(u)
+                            for u in (0, 1)}
+        except RuntimeError as e:
+            print(f"benchmark.py: error: {e}", file=sys.stderr)
+            return 2
+        ours = {f"this project ({b})": FaceKeypointDetector(args.model, flip_tta=args.flip_tta,
+                                                            backend=b)
+                for b in ("torch", "onnx")}
+        rows = compare_with_dlib(ours, dlib_systems, args.frames)
+        path = write_table(rows, args.out, "benchmark_dlib",
+                           f"This project against dlib on the test split ({torch.get_num_threads()} "
+                           f"torch threads, {args.model})")
+        print(f"-> {path}")
+        return 0
+    args.frames = args.frames or 200
+    return speed(args)
 
 
 if __name__ == "__main__":

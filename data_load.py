@@ -455,6 +455,28 @@ class ColorJitter:
         return {**sample, "image": _from_tv_image(img, sample["image"])}
 
 
+class Degrade:
+    """Photographic damage on a model-input tensor (1, H, W) in [0, 1]; keypoints do not move.
+
+    Each with probability ``p``: a Gaussian blur (sigma 0.1-1.5 px, as from focus or motion), Gaussian
+    noise (sigma up to 0.05), and an occluding patch (2-15 % of the area, random grey value, as
+    a hand, a microphone or hair in front of the face). Trains for real photos, which are less
+    clean than the dataset's video frames.
+    """
+
+    def __init__(self, p=0.3):
+        self.steps = v2.Compose([
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=p),
+            v2.RandomApply([v2.GaussianNoise(mean=0.0, sigma=0.05, clip=True)], p=p),
+            v2.RandomErasing(p=p, scale=(0.02, 0.15), value="random"),
+        ])
+
+    def __call__(self, sample):
+        image = sample["image"]
+        out = self.steps(tv_tensors.Image(image)).as_subclass(torch.Tensor)
+        return {**sample, "image": out.clamp_(0.0, 1.0)}
+
+
 def keypoint_box(key_pts):
     """The keypoints' bounding box as (x, y, w, h)."""
     pts = np.asarray(key_pts, dtype=np.float64)
@@ -532,24 +554,28 @@ def course_transform(size=224, kp_mean=None, kp_std=None, train=True):
 
 
 def face_transform(size, crop_scale=1.3, kp_mean=None, kp_std=None, augment=False,
-                   degrees=25, jitter_scale=0.1, jitter_shift=0.06):
+                   degrees=25, jitter_scale=0.1, jitter_shift=0.06, flip=0.5, degrade=0.0):
     """The transform from a dataset sample to a model input: face crop, grayscale, tensors.
 
     Keypoints are scaled by ``(kp - kp_mean) / kp_std`` (default: centre ``size/2``, spread
-    ``size/4``). With ``augment``: mirror (indices swapped), rotation up to ``degrees``, a
-    jittered crop (as from an imprecise face detector) and brightness/contrast changes.
+    ``size/4``). With ``augment``: mirror with probability ``flip`` (indices swapped), rotation
+    up to ``degrees``, a jittered crop (as from an imprecise face detector), brightness/contrast
+    changes and, with ``degrade`` > 0, blur, noise and occlusion (``Degrade(p=degrade)``).
     """
     kp_mean = size / 2 if kp_mean is None else kp_mean
     kp_std = size / 4 if kp_std is None else kp_std
     steps = []
     if augment:
-        steps += [RandomHorizontalFlip(0.5),
-                  RandomAffine(degrees=degrees, translate=(0, 0), scale=(1, 1))]
+        if flip > 0:
+            steps.append(RandomHorizontalFlip(flip))
+        steps.append(RandomAffine(degrees=degrees, translate=(0, 0), scale=(1, 1)))
     steps.append(FaceCrop(size, crop_scale, jitter_scale if augment else 0.0,
                           jitter_shift if augment else 0.0))
     if augment:
         steps.append(ColorJitter(0.4, 0.4))
     steps += [Normalize(kp_mean, kp_std), ToTensor()]
+    if augment and degrade > 0:
+        steps.append(Degrade(degrade))
     return v2.Compose(steps)
 
 
@@ -759,10 +785,132 @@ def fetch_300w(data_dir=None, quiet=False):
     return dest
 
 
+def photo_groups_300w(filenames, readme=None) -> dict:
+    """File name -> group, so that crops of one photo (``helen_<photo>_<k>``) and the
+    near-duplicate groups listed in the folder's README stay on one side of a split."""
+    group = {}
+    for name in filenames:
+        stem = Path(name).stem
+        group[name] = stem.rsplit("_", 1)[0] if stem.startswith("helen_") else stem
+    if readme is not None and Path(readme).is_file():
+        by_stem = {Path(n).stem: n for n in filenames}
+        for line in Path(readme).read_text(errors="replace").splitlines():
+            if re.match(r"^\s*- (lfpw|helen)_\S+,", line):
+                members = [by_stem[m.strip()] for m in line.strip()[2:].split(",")
+                           if m.strip() in by_stem]
+                for m in members[1:]:
+                    old_group, new_group = group[m], group[members[0]]
+                    for k, g in group.items():
+                        if g == old_group:
+                            group[k] = new_group
+    return group
+
+
+def split_300w(filenames, holdout_fraction=0.2, seed=0, readme=None):
+    """(train names, held-out names) of the 300-W crops, by photo group (see
+    ``photo_groups_300w``): the held-out faces measure what mixing 300-W into training buys."""
+    group = photo_groups_300w(filenames, readme)
+    groups = sorted(set(group.values()))
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(groups)[:int(round(holdout_fraction * len(groups)))])
+    return ([n for n in filenames if group[n] not in held],
+            [n for n in filenames if group[n] in held])
+
+
 def dataset_300w(transform=None, data_dir=None, **kwargs):
     """The 300-W training crops through the same dataset class (same CSV layout)."""
     folder = Path(data_dir or DATA_DIR) / W300_NAME
     return FacialKeypointsDataset(folder / "keypoints.csv", folder / "images", transform, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# 300-W from its publishers: images + .pts files -> the crop-and-CSV layout above
+# --------------------------------------------------------------------------------------------
+W300_SIZE, W300_SCALE = 224, 2.0
+
+
+def read_pts(path) -> np.ndarray:
+    """The 68 points of an iBUG ``.pts`` file as 0-based pixel coordinates (68, 2).
+
+    Accepts the ``version: 1 / n_points: 68 / { ... }`` layout and header-less files; the
+    file's values are 1-based (MATLAB), so 1 is subtracted.
+    """
+    text = Path(path).read_text(errors="replace")
+    body = text.split("{", 1)[1].split("}", 1)[0] if "{" in text else text
+    try:
+        values = np.array(body.split(), dtype=np.float64)
+    except ValueError:
+        raise DataError(f"{path}: not a .pts file (expected 68 lines of 'x y')") from None
+    if values.size != 136:
+        raise DataError(f"{path}: {values.size // 2} points, expected 68")
+    return values.reshape(68, 2) - 1.0
+
+
+def crop_300w_face(image, pts, size=W300_SIZE, scale=W300_SCALE):
+    """The ``300w_train`` crop of one face: a square ``scale`` x the landmarks' larger side,
+    centred on their box, border pixels replicated where it leaves the image, resized to
+    ``size`` with INTER_AREA. Returns the crop and the points in its pixels (0-based)."""
+    import cv2
+
+    pts = np.asarray(pts, dtype=np.float64)
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    side = int(round(scale * max(x1 - x0, y1 - y0)))
+    left = int(round((x0 + x1) / 2 - side / 2))
+    top = int(round((y0 + y1) / 2 - side / 2))
+    h, w = image.shape[:2]
+    pad = [max(0, -top), max(0, top + side - h), max(0, -left), max(0, left + side - w)]
+    window = image[max(0, top):min(h, top + side), max(0, left):min(w, left + side)]
+    if any(pad):
+        window = cv2.copyMakeBorder(window, *pad, cv2.BORDER_REPLICATE)
+    crop = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
+    return crop, (pts - [left, top] + 0.5) * (size / side) - 0.5
+
+
+def _split_source(source):
+    name, sep, folder = str(source).partition("=")
+    return (name, Path(folder)) if sep else (Path(source).name.lower(), Path(source))
+
+
+def convert_300w(sources, dest=None, quiet=False) -> Path:
+    """Convert 300-W as its publishers distribute it (image files with ``.pts`` files of the
+    same name) into ``dest`` (default ``data/300w_train``): ``images/<prefix>_<name>.jpg``
+    224-px crops and ``keypoints.csv`` in the course layout, which ``dataset_300w`` reads.
+
+    ``sources``: folders such as ``lfpw/trainset``; ``prefix=folder`` names the prefix (by
+    default the folder's name). Written to a temporary folder and renamed when complete.
+    Keep test folders (``testset``, AFW, iBUG) out of a training set.
+    """
+    dest = Path(dest or DATA_DIR / W300_NAME)
+    rows = []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".convert-300w-", dir=dest.parent) as tmp:
+        staging = Path(tmp) / dest.name
+        (staging / "images").mkdir(parents=True)
+        for source in sources:
+            prefix, folder = _split_source(source)
+            pts_files = sorted(folder.glob("*.pts"))
+            if not pts_files:
+                raise DataError(f"{folder}: no .pts files (expected 300-W image + .pts pairs)")
+            for pts_file in tqdm(pts_files, desc=prefix, disable=quiet):
+                images = [pts_file.with_suffix(e) for e in (".jpg", ".png", ".jpeg", ".bmp")]
+                image_file = next((f for f in images if f.is_file()), None)
+                if image_file is None:
+                    raise DataError(f"{pts_file}: no image of the same name beside it")
+                crop, q = crop_300w_face(load_image(image_file), read_pts(pts_file))
+                name = f"{prefix}_{pts_file.stem}.jpg"
+                Image.fromarray(crop).save(staging / "images" / name, quality=88)
+                rows.append([name, *np.round(q.reshape(-1), 2)])
+        frame = pd.DataFrame(rows).set_index(0)
+        frame.index.name = None
+        frame.columns = range(136)
+        frame.to_csv(staging / "keypoints.csv")
+        (staging / COMPLETE_MARKER).write_text("300w_train (converted)\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    if not quiet:
+        print(f"{len(rows)} faces converted into {dest}")
+    return dest
 
 
 def main(argv=None):
@@ -771,8 +919,14 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=str(DATA_DIR))
     parser.add_argument("--images-dir", default=str(COURSE_IMAGES_DIR))
     parser.add_argument("--check", action="store_true", help="only check data/, fetch nothing")
+    parser.add_argument("--convert-300w", nargs="+", metavar="[PREFIX=]FOLDER",
+                        help="convert 300-W folders of images + .pts files (from its "
+                             "publishers) into data/300w_train, then exit")
     args = parser.parse_args(argv)
     try:
+        if args.convert_300w:
+            convert_300w(args.convert_300w, Path(args.data_dir) / W300_NAME)
+            return 0
         if args.check:
             problems = check_dataset(args.data_dir)
             print("\n".join(problems) or "dataset complete")

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "saved_models" / "keypoints_resnet18.pt"
 DEFAULT_PHOTO = ROOT / "images" / "astronaut.jpg"   # NASA, public domain (skimage.data)
 CASCADE_DIR = ROOT / "detector_architectures"
+BACKENDS = ("torch", "onnx")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -184,13 +185,22 @@ class FaceKeypointDetector:
         flip_tta: also predict on the mirrored crop and average (mirror table applied).
         detector: a callable image -> (N, 4) face boxes (default: ``HaarFaceDetector()``).
         refine: how many times to re-crop around the predicted keypoints and predict again.
+        backend: ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU, the checkpoint exported to
+            ``<model>.onnx`` by ``export.py`` when needed; same keypoints within 0.05 px).
     """
 
     def __init__(self, model=DEFAULT_MODEL, flip_tta=False, detector=None, device="cpu",
-                 refine=1):
+                 refine=1, backend="torch"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.model_path = Path(model)
         self.model, self.meta = load_model(self.model_path)
         self.model.to(device)
+        self.backend = backend
+        if backend == "onnx":
+            from export import onnx_model_for
+
+            self.model = onnx_model_for(self.model_path).to(device)
         self.device = device
         self.size = self.meta["input_size"]
         self.crop_scale = self.meta.get("crop_scale", 1.3)
@@ -511,6 +521,9 @@ def build_parser():
                         "instead of boxes and keypoints, on images and videos")
     p.add_argument("--flip-tta", action="store_true",
                    help="average with the prediction on the mirrored face (slower, steadier)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="run the network with PyTorch or with onnxruntime (faster on a CPU; "
+                        "exports <model>.onnx beside the checkpoint the first time)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     return p
 
@@ -529,7 +542,7 @@ def main(argv=None):
         parser.error(f"--json {args.json} is a folder: give a file name, e.g. {args.json}/out.json")
     try:
         boxes = read_boxes_file(args.boxes) if args.boxes else {}
-        detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta)
+        detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, backend=args.backend)
     except (ValueError, ModelLoadError) as e:
         print(f"detect.py: error: {e}", file=sys.stderr)
         return 2

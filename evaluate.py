@@ -124,8 +124,12 @@ def match_detection(boxes, gt, crop_scale, calibration=None):
     return best
 
 
-def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=True):
+def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=True, names=None):
     """Predictions for every face of a split under a protocol; returns (summary, details).
+
+    ``split``: ``"test"`` (the course test split), ``"train"``, or ``"300w"``: the 300-W crops,
+    faces from outside the course dataset (in the wild, another mark-up convention). ``names``
+    restricts it to those files.
 
     ``protocol='crop'``: the model on the face crop derived from the labelled keypoints.
     ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure.
@@ -134,7 +138,16 @@ def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=
 
     from data_load import dataset, keypoint_box, square_crop_box
 
-    ds = dataset(split, subset=subset)
+    if split == "300w":
+        from data_load import dataset_300w, fetch_300w
+
+        if fetch_300w(quiet=True) is None:
+            raise FileNotFoundError("the 300-W crops are not in data/300w_train: set "
+                                    "FKP_DATA_MIRROR or convert them (python data_load.py "
+                                    "--convert-300w)")
+        ds = dataset_300w(subset=subset, names=names)
+    else:
+        ds = dataset(split, subset=subset, names=names)
     preds, gts, detections, seconds = [], [], 0, 0.0
     for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress):
         sample = ds[i]
@@ -324,12 +337,15 @@ def detection_report(subset=None, progress=True):
 
 
 def measure_bias(detector, val_fraction=0.1, seed=0):
-    """The model's mean keypoint offset (x, y) in crop pixels on the validation people.
+    """The model's mean offset of each keypoint (68, 2) in crop pixels on the validation people.
 
     Measured on ground-truth face crops of the people ``train.py`` held out (split by person,
     same seed), never on the test split: ``plain`` for the crop as it is, ``mirrored`` for the
     mirrored crop (its prediction, re-indexed, against the mirrored labels x -> size - 1 - x).
-    ``detect.FaceKeypointDetector`` subtracts these when the checkpoint carries them.
+    The dataset's mark-up is not mirror-symmetric (a model trained with mirrored faces is off by
+    about a pixel to one side on plain faces and to the other on mirrored ones, more on the jaw
+    than on the eyes), hence one offset per keypoint. ``detect.FaceKeypointDetector`` subtracts
+    these when the checkpoint carries them.
     """
     from data_load import crop_face, dataset, keypoint_box, split_by_person, square_crop_box
 
@@ -342,11 +358,14 @@ def measure_bias(detector, val_fraction=0.1, seed=0):
         crop = square_crop_box(keypoint_box(sample["keypoints"]), detector.crop_scale)
         _, gt = crop_face(sample["image"], crop, size, sample["keypoints"])
         out, flip = detector.crop_predictions(sample["image"], [crop], mirrored=True)
-        plain.append((out[0] - gt).mean(axis=0))
-        mirrored.append((flip[0] - np.c_[size - 1 - gt[:, 0], gt[:, 1]]).mean(axis=0))
-    return {"plain": [round(float(v), 3) for v in np.mean(plain, axis=0)],
-            "mirrored": [round(float(v), 3) for v in np.mean(mirrored, axis=0)],
-            "faces": len(ds), "split": f"train, validation people (fraction {val_fraction}, seed {seed})"}
+        plain.append(out[0] - gt)
+        mirrored.append(flip[0] - np.c_[size - 1 - gt[:, 0], gt[:, 1]])
+
+    def per_point(offsets):
+        return np.round(np.mean(offsets, axis=0), 3).tolist()
+
+    return {"plain": per_point(plain), "mirrored": per_point(mirrored), "faces": len(ds),
+            "split": f"train, validation people (fraction {val_fraction}, seed {seed})"}
 
 
 def ship_model(model_path, dest, results, card_path=None, bias=None, settings=None):
@@ -398,9 +417,9 @@ measured by that command (`evaluate.py`) on the official 770-frame test split.
   grayscale face crops, crop side = {ckpt.get('crop_scale')} x the keypoints' box (the detector maps
   a Haar box onto the same crop, `detect.FACE_BOX_TO_CROP`).
 - Normalisation: {ckpt['normalization']}.
-- Mean offset subtracted from its predictions (crop px, x and y), measured by
-  `evaluate.measure_bias` on the validation people (not the test split): plain
-  {ckpt.get('bias', {}).get('plain')}, mirrored {ckpt.get('bias', {}).get('mirrored')}.
+- Offsets subtracted from its predictions: one (x, y) per keypoint, measured by
+  `evaluate.measure_bias` on the validation people (not the test split); averaged over the 68
+  points (crop px): plain {_mean_offset(ckpt, 'plain')}, mirrored {_mean_offset(ckpt, 'mirrored')}.
 - Test settings: {ckpt['metrics'].get('test_settings')} (`refine`: re-crops around the first
   prediction; `flip_tta`: mirrored prediction averaged in).
 - File size: {dest.stat().st_size / 1e6:.1f} MB.
@@ -409,7 +428,7 @@ measured by that command (`evaluate.py`) on the official 770-frame test split.
 - Data: the course dataset (YouTube Faces frames), training split only: {cfg.get('val_fraction', 0.1):.0%}
   of the people held out for validation and early stopping (split by person). The test split
   was used for nothing but these figures.
-- Command (as recorded in the checkpoint): `{ckpt.get('command', '?')}`
+- Command (as recorded in the checkpoint): `{ckpt.get('command', '?')}`{_init_history(cfg)}
 - Best validation NME {100 * train_metrics.get('val_nme', float('nan')):.2f} % at epoch
   {train_metrics.get('epoch', '?')}, after {train_metrics.get('train_minutes', '?')} minutes of training.
 - Machine: {platform.machine()}, {platform.processor() or 'CPU'}, {torch.get_num_threads()} threads
@@ -428,8 +447,32 @@ Caveats: the test frames show the same 347 people as the training frames (other 
 them). The labels themselves are noisy: consecutive frames of one clip differ by about 5 % NME
 (median), about 3.5 % per frame (`evaluate.label_noise`, notebook 2).
 """
-    card_path.write_text(text)
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(card_path)
     return dest, card_path
+
+
+def _mean_offset(ckpt, kind):
+    bias = (ckpt.get("bias") or {}).get(kind)
+    return None if bias is None else np.round(np.mean(np.reshape(bias, (-1, 2)), axis=0), 3).tolist()
+
+
+def _init_history(cfg):
+    """For a fine-tuned model, where its starting weights came from (read from that file)."""
+    init = cfg.get("init")
+    if not init:
+        return ""
+    from models import ModelLoadError, read_checkpoint
+
+    try:
+        first = read_checkpoint(init)
+    except ModelLoadError:
+        return f"\n- Fine-tuned from `{init}` (that file is not here to describe)."
+    m = first.get("metrics", {})
+    return (f"\n- Fine-tuned from `{init}`, which was trained from scratch by `{first.get('command', '?')}`"
+            f" ({m.get('train_minutes', '?')} minutes, best validation NME "
+            f"{100 * m.get('val_nme', float('nan')):.2f} % at epoch {m.get('epoch', '?')}).")
 
 
 def main(argv=None):
@@ -438,8 +481,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a keypoint model on the test split.")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--protocol", choices=["crop", "pipeline", "both"], default="both")
-    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--split", choices=["test", "train", "300w"], default="test",
+                   help="300w: the 300-W crops, faces no model here was trained on unless "
+                        "trained with --extra-data 300w")
     p.add_argument("--subset", type=int, default=None, help="only N frames (fast check)")
+    p.add_argument("--holdout", action="store_true",
+                   help="with --split 300w: only its held-out part (data_load.split_300w), the "
+                        "faces a model trained with --extra-data 300w has not seen")
     p.add_argument("--flip-tta", action="store_true")
     p.add_argument("--refine", type=int, default=1,
                    help="re-crops around the predicted keypoints (detect.FaceKeypointDetector)")
@@ -469,11 +517,21 @@ def main(argv=None):
     if args.ship:
         bias = measure_bias(detector)
         detector.bias = {k: np.asarray(bias[k]) for k in ("plain", "mirrored")}
-        print(f"mean offset on {bias['faces']} validation faces (crop px): plain {bias['plain']}, "
-              f"mirrored {bias['mirrored']}; subtracted from now on")
+        print(f"offsets of the 68 keypoints measured on {bias['faces']} validation faces, "
+              f"averaged (crop px): plain {np.mean(bias['plain'], axis=0).round(3)}, mirrored "
+              f"{np.mean(bias['mirrored'], axis=0).round(3)}; subtracted from now on")
+    names = None
+    if args.holdout:
+        import data_load
+
+        if args.split != "300w":
+            p.error("--holdout goes with --split 300w")
+        folder = data_load.DATA_DIR / data_load.W300_NAME
+        _, names = data_load.split_300w(data_load.dataset_300w().filenames,
+                                        readme=folder / "README.md")
     results = {}
     for protocol in (["crop", "pipeline"] if args.protocol == "both" else [args.protocol]):
-        summary, _ = evaluate(detector, args.split, protocol, args.subset)
+        summary, _ = evaluate(detector, args.split, protocol, args.subset, names=names)
         results[protocol] = summary
         title = {"crop": "(a) model on ground-truth face crops",
                  "pipeline": "(b) full pipeline: Haar detection -> crop -> model"}[protocol]

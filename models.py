@@ -3,6 +3,8 @@
 * ``Net``: the course CNN (square grayscale input, 224 px by default).
 * ``ResNet18Keypoints``: torchvision's ResNet-18 layout with a one-channel stem and a
   136-output head; ``width`` scales its channels (64 is torchvision's ``resnet18`` exactly).
+* ``HeatmapKeypoints``: a ResNet-18 encoder with a stride-4 decoder predicting 68 heatmaps,
+  decoded to sub-pixel coordinates by soft-argmax (integral regression).
 
 A checkpoint (``save_checkpoint``/``load_model``) holds the weights together with everything
 needed to use them: architecture name and arguments, input size, the face-crop rule, the image
@@ -116,8 +118,75 @@ class ResNet18Keypoints(ResNet):
                 nn.init.zeros_(m.bias)
 
 
+class HeatmapKeypoints(nn.Module):
+    """68 heatmaps at a quarter of the input resolution, decoded to sub-pixel coordinates.
+
+    Encoder: the first three stages of ``ResNet18Keypoints(width)`` (stride 16). Decoder: two
+    4x4 transposed convolutions (stride 2 each, ``head`` channels) back to stride 4, then a 1x1
+    convolution to 68 heatmaps (28 x 28 for a 112-px input). Decoding is integral regression
+    (soft-argmax): the expected (x, y) under each heatmap's softmax, so ``forward`` returns 136
+    coordinates, normalised like the regressors' (``(px - kp_mean) / kp_std``), and the model
+    trains and runs wherever they do. ``forward_heatmaps`` also returns the heatmaps (logits),
+    which ``train.py`` supervises with Gaussian targets (``heatmap_targets``), and
+    ``confidence`` the mean peak probability per face, low for a poor fit.
+    """
+
+    STRIDE = 4
+
+    def __init__(self, width=32, head=64, input_size=112, sigma=1.5, in_channels=1):
+        super().__init__()
+        if input_size % 16:
+            raise ValueError(f"HeatmapKeypoints needs an input size divisible by 16, got {input_size}")
+        self.width, self.head, self.input_size, self.sigma = width, head, input_size, sigma
+        trunk = ResNet18Keypoints(width=width, in_channels=in_channels)
+        self.encoder = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool,
+                                     trunk.layer1, trunk.layer2, trunk.layer3)
+
+        def up(cin, cout):
+            return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.decoder = nn.Sequential(*up(width * 4, head), *up(head, head),
+                                     nn.Conv2d(head, N_OUTPUTS // 2, 1))
+        n = input_size // self.STRIDE
+        # centre of heatmap cell j in input pixels (pixel-index convention, as the labels)
+        centres = torch.arange(n, dtype=torch.float32) * self.STRIDE + (self.STRIDE - 1) / 2
+        self.register_buffer("centres", centres, persistent=False)
+        self.kp_mean, self.kp_std = input_size / 2, input_size / 4
+
+    def forward_heatmaps(self, x):
+        logits = self.decoder(self.encoder(x))                     # (N, 68, n, n)
+        prob = logits.flatten(2).softmax(-1).view_as(logits)
+        px = (prob.sum(2) * self.centres).sum(-1)                  # expected x, in pixels
+        py = (prob.sum(3) * self.centres).sum(-1)
+        coords = torch.stack([px, py], -1)
+        return logits, ((coords - self.kp_mean) / self.kp_std).flatten(1)
+
+    def forward(self, x):
+        return self.forward_heatmaps(x)[1]
+
+    def heatmap_targets(self, keypoints):
+        """Gaussian targets (N, 68, n, n), each summing to 1, for normalised keypoints (N, 136)."""
+        pts = keypoints.view(len(keypoints), -1, 2) * self.kp_std + self.kp_mean
+        gx = torch.exp(-(self.centres[None, None] - pts[..., :1]) ** 2 / (2 * self.sigma ** 2))
+        gy = torch.exp(-(self.centres[None, None] - pts[..., 1:]) ** 2 / (2 * self.sigma ** 2))
+        maps = gy[..., :, None] * gx[..., None, :]
+        return maps / maps.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+    def heatmap_loss(self, logits, keypoints):
+        """Cross-entropy between each heatmap's softmax and its Gaussian target."""
+        target = self.heatmap_targets(keypoints).flatten(2)
+        return -(target * logits.flatten(2).log_softmax(-1)).sum(-1).mean()
+
+    @torch.no_grad()
+    def confidence(self, x):
+        """Per face, the mean over keypoints of the peak softmax probability (in [0, 1])."""
+        logits, _ = self.forward_heatmaps(x)
+        return logits.flatten(2).softmax(-1).amax(-1).mean(-1)
+
+
 #: Architecture names as stored in checkpoints.
-ARCHITECTURES = {"net": Net, "resnet18": ResNet18Keypoints}
+ARCHITECTURES = {"net": Net, "resnet18": ResNet18Keypoints, "heatmap": HeatmapKeypoints}
 
 
 def build_model(arch, **arch_args):

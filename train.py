@@ -37,7 +37,7 @@ from tqdm import tqdm
 import data_load
 from evaluate import nme
 from models import (ModelLoadError, atomic_torch_save, build_model, checkpoint_meta,
-                    count_parameters, load_weights, save_checkpoint)
+                    count_parameters, load_model, load_weights, save_checkpoint)
 
 ROOT = Path(__file__).resolve().parent
 LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "smoothl1": nn.SmoothL1Loss}
@@ -61,6 +61,12 @@ class TrainConfig:
     epochs: int = 30
     augment: bool = True
     degrees: float = 25.0
+    flip: float = 0.5               # mirror probability (left/right indices swapped)
+    degrade: float = 0.0            # probability of each of blur, noise, occlusion
+    jitter_scale: float = 0.1       # face-crop size jitter (fraction)
+    jitter_shift: float = 0.06      # face-crop centre jitter (fraction of the side)
+    init: str | None = None         # start from this checkpoint's weights (fine-tuning)
+    extra_data: str = ""            # "300w": add the 300-W crops' training part (split_300w)
     seed: int = 0
     val_fraction: float = 0.1
     patience: int = 20
@@ -77,6 +83,8 @@ class TrainConfig:
     def arch_args(self):
         if self.arch == "resnet18":
             return {"width": self.width}
+        if self.arch == "heatmap":
+            return {"width": self.width, "input_size": self.input_size}
         if self.arch == "net":
             return {"input_size": self.input_size}
         return {}
@@ -105,10 +113,17 @@ def make_loaders(cfg: TrainConfig):
         tf_val = data_load.course_transform(cfg.input_size, cfg.kp_mean, cfg.kp_std, train=False)
     else:
         tf_train = data_load.face_transform(cfg.input_size, cfg.crop_scale, cfg.kp_mean,
-                                            cfg.kp_std, augment=cfg.augment, degrees=cfg.degrees)
+                                            cfg.kp_std, augment=cfg.augment, degrees=cfg.degrees,
+                                            jitter_scale=cfg.jitter_scale,
+                                            jitter_shift=cfg.jitter_shift, flip=cfg.flip,
+                                            degrade=cfg.degrade)
         tf_val = data_load.face_transform(cfg.input_size, cfg.crop_scale, cfg.kp_mean, cfg.kp_std)
     train_ds = data_load.dataset("train", tf_train, cfg.data_dir, names=train_names,
                                  subset=cfg.subset, seed=cfg.seed)
+    if cfg.extra_data == "300w":
+        train_ds = torch.utils.data.ConcatDataset([train_ds, extra_300w(cfg, tf_train)])
+    elif cfg.extra_data:
+        raise ValueError(f"--extra-data must be '300w' or empty, got {cfg.extra_data!r}")
     val_ds = data_load.dataset("train", tf_val, cfg.data_dir, names=val_names,
                                subset=cfg.val_subset, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -120,6 +135,19 @@ def make_loaders(cfg: TrainConfig):
     return train_dl, val_dl
 
 
+def extra_300w(cfg, transform):
+    """The training part of the 300-W crops (``data_load.split_300w``; the held-out part is
+    for ``evaluate.py --split 300w --holdout``), through the same transform."""
+    folder = data_load.fetch_300w(cfg.data_dir, quiet=True)
+    if folder is None:
+        raise data_load.DataError("--extra-data 300w needs data/300w_train: set "
+                                  f"${data_load.MIRROR_ENV} or convert 300-W with "
+                                  "`python data_load.py --convert-300w`")
+    names = data_load.dataset_300w(data_dir=cfg.data_dir).filenames
+    train_names, _ = data_load.split_300w(names, readme=folder / "README.md")
+    return data_load.dataset_300w(transform, cfg.data_dir, names=train_names)
+
+
 def _worker_init(worker_id):
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32
@@ -127,8 +155,13 @@ def _worker_init(worker_id):
     random.seed(seed)
 
 
-def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, progress=True):
-    """One pass over ``loader``; trains when an optimizer is given. Returns (loss, NME)."""
+def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, progress=True,
+              heatmap_weight=0.01):
+    """One pass over ``loader``; trains when an optimizer is given. Returns (loss, NME).
+
+    A heatmap model (``models.HeatmapKeypoints``) is trained on its decoded coordinates and,
+    with ``heatmap_weight``, on Gaussian heatmap targets.
+    """
     training = optimizer is not None
     model.train(training)
     total, count, nmes = 0.0, 0, []
@@ -137,8 +170,12 @@ def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, pro
         for batch in bar:
             images = batch["image"]
             targets = batch["keypoints"].flatten(1)
-            outputs = model(images)
-            loss = criterion(outputs, targets)
+            if hasattr(model, "forward_heatmaps"):  # heatmap model: coordinate + heatmap loss
+                logits, outputs = model.forward_heatmaps(images)
+                loss = criterion(outputs, targets) + heatmap_weight * model.heatmap_loss(logits, targets)
+            else:
+                outputs = model(images)
+                loss = criterion(outputs, targets)
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -203,6 +240,8 @@ def train(cfg: TrainConfig, resume=False, progress=True):
     seed_everything(cfg.seed)
     train_dl, val_dl = make_loaders(cfg)
     model = build_model(cfg.arch, **cfg.arch_args())
+    if cfg.init and not (resume and last_path.is_file()):
+        init_from(model, cfg)
     criterion = LOSSES[cfg.loss]()
     opt_args = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "sgd":
@@ -297,12 +336,25 @@ def train(cfg: TrainConfig, resume=False, progress=True):
             "stopped": stopped}
 
 
+def init_from(model, cfg: TrainConfig):
+    """Load the weights of checkpoint ``cfg.init`` into ``model`` (fine-tuning); the checkpoint
+    must describe the same architecture, arguments and input size."""
+    init_model, init_meta = load_model(cfg.init, expect_arch=cfg.arch)
+    if init_meta.get("arch_args") != cfg.arch_args() or init_meta["input_size"] != cfg.input_size:
+        raise ModelLoadError(f"{cfg.init}: a {init_meta['arch']} {init_meta.get('arch_args')} "
+                             f"model for {init_meta['input_size']}-px input; this run trains "
+                             f"{cfg.arch} {cfg.arch_args()} at {cfg.input_size} px. Pass the "
+                             f"same --arch/--width/--input-size, or leave out --init.")
+    load_weights(model, init_model.state_dict(), cfg.init)
+
+
 def parse_args(argv=None):
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arch", default=d.arch, choices=["net", "resnet18"])
-    p.add_argument("--width", type=int, default=d.width, help="resnet18 channel width")
+    p.add_argument("--arch", default=d.arch, choices=["net", "resnet18", "heatmap"])
+    p.add_argument("--width", type=int, default=d.width,
+                   help="resnet18 / heatmap encoder channel width (64: torchvision's resnet18)")
     p.add_argument("--input-size", type=int, default=d.input_size)
     p.add_argument("--pipeline", default=d.pipeline, choices=["face", "course"],
                    help="face crops with augmentation, or the course transforms")
@@ -317,6 +369,17 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--degrees", type=float, default=d.degrees, help="max rotation")
+    p.add_argument("--flip", type=float, default=d.flip, help="mirror probability")
+    p.add_argument("--degrade", type=float, default=d.degrade,
+                   help="probability of each of blur, noise and an occluding patch")
+    p.add_argument("--jitter-scale", type=float, default=d.jitter_scale,
+                   help="face-crop size jitter (fraction), as from an imprecise face detector")
+    p.add_argument("--jitter-shift", type=float, default=d.jitter_shift,
+                   help="face-crop centre jitter (fraction of the crop side)")
+    p.add_argument("--init", default=None,
+                   help="start from the weights of this checkpoint (fine-tuning)")
+    p.add_argument("--extra-data", default="", choices=["", "300w"],
+                   help="also train on the training part of the 300-W crops")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--patience", type=int, default=d.patience)

@@ -363,6 +363,32 @@ def test_face_transform_augmented_is_precise_on_isolated_points():
             assert err <= convention_slack(r * 1.1) + 0.7, f"seed {seed}, point {i}: {err:.2f}"
 
 
+def test_face_transform_flip_0_never_mirrors_and_degrade_keeps_keypoints(face_points):
+    """With ``flip=0`` the right eye's dim corner stays at index 36 on every draw; blur, noise
+    and occluding patches change pixels only: same keypoints as without them, image in [0, 1]."""
+    size = 96
+    image = draw_dots(face_points, colors={36: (110, 110, 110)})
+    sample = {"image": image, "keypoints": face_points}
+    plain = dl.face_transform(size, augment=True, flip=0.0)
+    damaged = dl.face_transform(size, augment=True, flip=0.0, degrade=1.0)
+    changed = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        a = plain(sample)
+        assert_on_dots(a["image"], unnormalise(a["keypoints"], size), min_inside=60)
+        pts = unnormalise(a["keypoints"], size)
+        assert pts[36:42, 0].mean() < pts[42:48, 0].mean()
+        g = a["image"][0].numpy()
+        assert g[int(round(pts[36, 1])), int(round(pts[36, 0]))] < \
+            g[int(round(pts[45, 1])), int(round(pts[45, 0]))]
+        torch.manual_seed(seed)
+        b = damaged(sample)
+        np.testing.assert_array_equal(b["keypoints"].numpy(), a["keypoints"].numpy())
+        assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
+        changed += not torch.equal(a["image"], b["image"])
+    assert changed == 6
+
+
 # --------------------------------------------------------------------------------------------
 # 2. The flip table
 # --------------------------------------------------------------------------------------------
@@ -866,3 +892,65 @@ def test_check_dataset_reports_problems(fake_mirror, tmp_path):
     assert any("test/" in p and "missing" in p for p in problems)
     (target / "test_frames_keypoints.csv").unlink()
     assert any("no such keypoint file" in p for p in dl.check_dataset(target))
+
+
+# --------------------------------------------------------------------------------------------
+# 300-W converter (images + 1-based .pts files -> crops + keypoints.csv)
+# --------------------------------------------------------------------------------------------
+def _write_pts(path, pts, header=True):
+    lines = [f"{x + 1:.3f} {y + 1:.3f}" for x, y in pts]   # .pts files are 1-based
+    text = ("version: 1\nn_points: 68\n{\n" + "\n".join(lines) + "\n}\n") if header \
+        else "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
+def test_read_pts_both_layouts_are_0_based(tmp_path, face_points):
+    for header in (True, False):
+        _write_pts(tmp_path / "a.pts", face_points, header)
+        np.testing.assert_allclose(dl.read_pts(tmp_path / "a.pts"), face_points, atol=1e-3)
+    (tmp_path / "b.pts").write_text("version: 1\nn_points: 5\n{\n1 2\n3 4\n}\n")
+    with pytest.raises(dl.DataError, match="2 points, expected 68"):
+        dl.read_pts(tmp_path / "b.pts")
+
+
+@pytest.mark.parametrize("where", ["inside", "at the border"])
+def test_convert_300w_crops_follow_the_dots(tmp_path, where):
+    """Faces drawn as dots (one partly outside the picture) come out as 224-px crops whose
+    keypoints sit on the dots, read back through the dataset class; a second folder gets its
+    own prefix; nothing is left half-written."""
+    w, h = 400, 300
+    center = (200, 150) if where == "inside" else (60, 150)
+    pts = face_layout(center=center, width=90)
+    src = tmp_path / "lfpw" / "trainset"
+    src.mkdir(parents=True)
+    Image.fromarray(draw_dots(pts, shape=(h, w), radius=3.0)).save(src / "image_0001.png")
+    _write_pts(src / "image_0001.pts", pts)
+    other = tmp_path / "helen"
+    other.mkdir()
+    Image.fromarray(draw_dots(pts, shape=(h, w), radius=3.0)).save(other / "1_1.jpg", quality=98)
+    _write_pts(other / "1_1.pts", pts, header=False)
+    dest = tmp_path / "data" / "300w_train"
+    assert dl.main(["--data-dir", str(dest.parent), "--convert-300w", str(src),
+                    f"helen={other}"]) == 0
+    ds = dl.FacialKeypointsDataset(dest / "keypoints.csv", dest / "images")
+    assert ds.filenames == ["trainset_image_0001.jpg", "helen_1_1.jpg"]
+    for i in range(2):
+        sample = ds[i]
+        assert sample["image"].shape == (224, 224, 3)
+        kp = sample["keypoints"]
+        # the landmark box: centred, its long side half the crop (scale 2.0)
+        x0, y0 = kp.min(0)
+        x1, y1 = kp.max(0)
+        assert abs((x0 + x1) / 2 - 111.5) < 1.5 and abs(max(x1 - x0, y1 - y0) - 112) < 1.5
+        jaw = kp[[0, 8, 16]]
+        img = as_hwc(sample["image"])
+        for x, y in jaw:
+            assert np.hypot(*(dot_centre(img, x, y, radius=4.0) - (x, y))) < 0.8
+    assert not [p for p in dest.parent.iterdir() if p.name.startswith(".convert")]
+
+
+def test_convert_300w_refuses_a_folder_without_pts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(dl.DataError, match="no .pts files"):
+        dl.convert_300w([tmp_path / "empty"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

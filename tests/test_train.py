@@ -270,3 +270,53 @@ def test_command_line_becomes_the_config():
     assert (cfg.kp_mean, cfg.kp_std) == (32, 16)
     cfg, resume = train.parse_args([])
     assert resume is False and cfg.arch_args() == {"width": 32}
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning, the heatmap model, augmentation switches
+# --------------------------------------------------------------------------------------------
+def test_init_starts_from_the_checkpoints_weights(run_a, tmp_path):
+    cfg_a, result_a = run_a
+    start, _ = models.load_model(result_a["best"])
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "lr": 0.0, "weight_decay": 0.0},
+                      init=result_a["best"], out=str(tmp_path))
+    result = train.train(cfg, progress=False)
+    # with a zero learning rate, the weights are exactly the ones it started from
+    # (batch-norm running statistics aside, which training mode updates)
+    after = models.load_model(result["best"])[0].state_dict()
+    for name, value in start.state_dict().items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(after[name], value), name
+    assert models.load_model(result["best"])[1]["train_config"]["init"] == result_a["best"]
+
+
+def test_init_from_another_architecture_is_a_clear_error(run_a, tmp_path):
+    _, result_a = run_a
+    cfg = TrainConfig(**{**TINY, "width": 16}, init=result_a["best"], out=str(tmp_path))
+    with pytest.raises(models.ModelLoadError, match="--width"):
+        train.train(cfg, progress=False)
+    cfg = TrainConfig(**{**TINY, "arch": "net", "input_size": 64}, init=result_a["best"],
+                      out=str(tmp_path / "n"))
+    with pytest.raises(models.ModelLoadError, match="not 'net'"):
+        train.train(cfg, progress=False)
+
+
+def test_the_heatmap_model_trains_and_learns(tmp_path):
+    cfg = TrainConfig(arch="heatmap", width=8, input_size=48, subset=24, val_subset=12,
+                      epochs=3, batch_size=8, workers=0, lr=3e-3, augment=False,
+                      out=str(tmp_path))
+    result = train.train(cfg, progress=False)
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0]
+    model, meta = models.load_model(tmp_path / "best.pt", expect_arch="heatmap")
+    assert meta["arch_args"] == {"width": 8, "input_size": 48}
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 136)
+
+
+def test_command_line_augmentation_and_init_options():
+    cfg, _ = train.parse_args(["--flip", "0", "--degrade", "0.25", "--jitter-scale", "0.2",
+                               "--jitter-shift", "0.1", "--init", "x.pt", "--arch", "heatmap"])
+    assert (cfg.flip, cfg.degrade, cfg.jitter_scale, cfg.jitter_shift, cfg.init) == \
+        (0.0, 0.25, 0.2, 0.1, "x.pt")
+    assert cfg.arch_args() == {"width": 32, "input_size": 112}

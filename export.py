@@ -1,0 +1,162 @@
+"""Export a keypoint checkpoint to ONNX and run it with onnxruntime.
+
+    python export.py                                  # saved_models/keypoints_resnet18.onnx
+    python export.py --model runs/x/best.pt --out x.onnx
+
+``detect.py --backend onnx`` uses ``<checkpoint>.onnx`` beside the checkpoint and exports it
+first when it is missing or was exported from another version of the checkpoint (the ONNX file
+records the checkpoint's SHA-256). The ONNX graph is the network alone: input (N, 1, S, S)
+grayscale in [0, 1], output (N, 136) normalised keypoints; cropping, normalisation and the
+mapping back to image pixels stay in ``detect.py`` for both back-ends.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import ModelLoadError, load_model
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = ROOT / "saved_models" / "keypoints_resnet18.pt"
+OPSET = 18
+
+
+class OnnxExportError(ModelLoadError):
+    """ONNX export or loading failed; the message says what to do."""
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def onnx_path_for(checkpoint) -> Path:
+    return Path(checkpoint).with_suffix(".onnx")
+
+
+def export_onnx(checkpoint=DEFAULT_MODEL, dest=None) -> Path:
+    """Write the checkpoint's network as ONNX (atomically: temp file + rename); returns the path.
+
+    The batch dimension is dynamic. The checkpoint's SHA-256 and description are stored in the
+    ONNX metadata, so a stale export is recognised.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise OnnxExportError("exporting to ONNX needs the onnx and onnxscript packages: "
+                              "pip install -r requirements.txt") from None
+    model, meta = load_model(checkpoint)
+    dest = Path(dest) if dest else onnx_path_for(checkpoint)
+    size = meta["input_size"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        example = torch.zeros(2, 1, size, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
+                                        input_names=["image"], output_names=["keypoints"],
+                                        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                        verbose=False)
+        proto = program.model_proto
+        description = {k: v for k, v in meta.items() if k not in ("train_config",)}
+        for key, value in {"checkpoint_sha256": file_sha256(checkpoint),
+                           "checkpoint_meta": json.dumps(description, default=str)}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def onnx_metadata(path) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class OnnxKeypointModel:
+    """The network run by onnxruntime, called like the torch model: (N, 1, S, S) tensor in,
+    (N, 136) tensor out."""
+
+    def __init__(self, path, threads=None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise OnnxExportError("the ONNX back-end needs onnxruntime: "
+                                  "pip install -r requirements.txt") from None
+        options = ort.SessionOptions()
+        threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise OnnxExportError(f"{path}: onnxruntime cannot load it ({str(e)[:200]}); "
+                                  f"delete it and export again with `python export.py`") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x):
+        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        if str(device) != "cpu":
+            raise ValueError("the ONNX back-end runs on the CPU only")
+        return self
+
+
+def onnx_model_for(checkpoint, threads=None) -> OnnxKeypointModel:
+    """The onnxruntime model for a checkpoint: ``<checkpoint>.onnx``, exported first when it is
+    missing or stale (exported from another checkpoint)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ModelLoadError(f"{checkpoint}: no such weights file")
+    path = onnx_path_for(checkpoint)
+    if path.is_file():
+        model = OnnxKeypointModel(path, threads)
+        if model.metadata.get("checkpoint_sha256") == file_sha256(checkpoint):
+            return model
+    export_onnx(checkpoint, path)
+    return OnnxKeypointModel(path, threads)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint written by train.py")
+    p.add_argument("--out", default=None, help="ONNX file (default: beside the checkpoint)")
+    args = p.parse_args(argv)
+    try:
+        dest = export_onnx(args.model, args.out)
+    except (ModelLoadError, OnnxExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Tests of export.py: the ONNX export of a checkpoint gives the same keypoints as PyTorch
+(within 0.05 px, on the shipped model and real faces), a stale export is redone, and a damaged
+one is a clear error. Exports go to temporary folders, never beside the shipped model."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_keypoints import ASTRONAUT, make_tiny_checkpoint, needs_data
+
+import data_load
+import detect
+import export
+import models
+from data_load import keypoint_box, square_crop_box
+
+SHIPPED = detect.DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def shipped_copy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / SHIPPED.name
+    shutil.copyfile(SHIPPED, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def both_backends(shipped_copy):
+    return (detect.FaceKeypointDetector(shipped_copy, backend="torch"),
+            detect.FaceKeypointDetector(shipped_copy, backend="onnx"))
+
+
+def test_export_writes_the_onnx_file_beside_the_checkpoint(shipped_copy, both_backends):
+    onnx_file = shipped_copy.with_suffix(".onnx")
+    assert onnx_file.is_file() and not list(onnx_file.parent.glob("*.tmp"))
+    meta = export.onnx_metadata(onnx_file)
+    assert meta["checkpoint_sha256"] == export.file_sha256(shipped_copy)
+    assert '"arch": "resnet18"' in meta["checkpoint_meta"]
+
+
+@needs_data
+def test_onnx_keypoints_match_pytorch_within_0_05_px(both_backends):
+    torch_det, onnx_det = both_backends
+    test = data_load.dataset("test", subset=40)
+    worst = 0.0
+    for i in range(len(test)):
+        sample = test[i]
+        crop = square_crop_box(keypoint_box(sample["keypoints"]), torch_det.crop_scale)
+        a = torch_det.keypoints_for_crops(sample["image"], [crop])
+        b = onnx_det.keypoints_for_crops(sample["image"], [crop])
+        worst = max(worst, float(np.abs(a - b).max()))
+    print(f"largest ONNX - PyTorch difference over {len(test)} test faces: {worst:.2e} px")
+    assert worst <= 0.05
+
+
+def test_onnx_pipeline_matches_pytorch_on_the_bundled_photo(both_backends):
+    torch_det, onnx_det = both_backends
+    a, b = torch_det.get_landmarks(ASTRONAUT), onnx_det.get_landmarks(ASTRONAUT)
+    assert len(a) == len(b) == 1
+    np.testing.assert_allclose(a[0].keypoints, b[0].keypoints, atol=0.05)
+
+
+def test_onnx_batch_of_several_faces(both_backends):
+    torch_det, onnx_det = both_backends
+    x = torch.rand(5, 1, torch_det.size, torch_det.size)
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_det.model(x).numpy(), torch_det.model(x).numpy(),
+                                   atol=1e-4)
+
+
+def test_a_stale_export_is_redone(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
+    first = export.onnx_model_for(ckpt)
+    sha = first.metadata["checkpoint_sha256"]
+    model, meta = models.load_model(ckpt)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    models.save_checkpoint(ckpt, model, meta)          # same path, other weights
+    second = export.onnx_model_for(ckpt)
+    assert second.metadata["checkpoint_sha256"] != sha
+    x = torch.rand(1, 1, meta["input_size"], meta["input_size"])
+    with torch.no_grad():
+        np.testing.assert_allclose(second(x).numpy(), model(x).numpy(), atol=1e-4)
+
+
+def test_a_damaged_export_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(export.OnnxExportError, match="export again"):
+        export.OnnxKeypointModel(bad)
+
+
+def test_backend_choice_is_checked(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="backend"):
+        detect.FaceKeypointDetector(ckpt, backend="tensorrt")
+
+
+def test_command_line_export(tmp_path, capsys):
+    ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
+    assert export.main(["--model", str(ckpt), "--out", str(tmp_path / "x.onnx")]) == 0
+    assert (tmp_path / "x.onnx").is_file() and "wrote" in capsys.readouterr().out
+    assert export.main(["--model", str(tmp_path / "missing.pt")]) == 2
+    assert "no such weights file" in capsys.readouterr().err
