@@ -214,28 +214,59 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
 # --------------------------------------------------------------------------------------------
 # One row per model
 # --------------------------------------------------------------------------------------------
-def model_row(path, frames=None, progress=True):
-    """Parameters, size on disk, latency per face (both back-ends) and pipeline test metrics."""
+def untrained_checkpoint(spec, folder) -> Path:
+    """A checkpoint of an untrained model for latency alone: ``spec`` is ``arch:key=value,...``
+    (e.g. ``resnet18:width=64``, torchvision's ResNet-18 width), input 112 px."""
+    from models import build_model, checkpoint_meta, save_checkpoint
+
+    arch, _, args = spec.partition(":")
+    arch_args = {k: int(v) for k, v in (a.split("=") for a in args.split(",") if a)}
+    if arch == "heatmap":
+        arch_args.setdefault("input_size", 112)
+    path = Path(folder) / f"untrained-{arch}-{'-'.join(f'{k}{v}' for k, v in arch_args.items())}.pt"
+    save_checkpoint(path, build_model(arch, **arch_args).eval(),
+                    checkpoint_meta(arch, arch_args, 112, 1.3, 56.0, 28.0, command="untrained"))
+    return path
+
+
+def model_row(path, frames=None, progress=True, tmp=None):
+    """Parameters, size on disk, latency per face (both back-ends) and pipeline test metrics.
+
+    ``path`` may also be an ``arch:key=value`` spec (see ``untrained_checkpoint``): a model
+    not trained here, measured for size and latency only."""
     from evaluate import evaluate
 
+    trained = Path(path).is_file()
+    ckpt = Path(path) if trained else untrained_checkpoint(path, tmp or ROOT / "runs")
     row = {"model": str(path)}
     photo = data_load.load_image(DEFAULT_PHOTO)
     for backend in ("torch", "onnx"):
-        det = FaceKeypointDetector(path, backend=backend)
+        det = FaceKeypointDetector(ckpt, backend=backend)
         if backend == "torch":
+            metrics = det.meta.get("metrics", {})
             row.update({"arch": f"{det.meta['arch']} {det.meta.get('arch_args', {})}",
                         "input px": det.size,
                         "parameters (M)": round(count_parameters(det.model) / 1e6, 2),
-                        "MB on disk": round(Path(path).stat().st_size / 1e6, 1)})
-            summary, _ = evaluate(det, "test", "pipeline", subset=frames, progress=progress)
+                        "MB on disk": round(ckpt.stat().st_size / 1e6, 1),
+                        "training min (this run)": metrics.get("train_minutes"),
+                        "val NME %": round(100 * metrics["val_nme"], 2)
+                        if "val_nme" in metrics else None})
+            if trained:
+                summary, _ = evaluate(det, "test", "pipeline", subset=frames, progress=progress)
         box = det.detect_faces(photo)[0]
         step, _ = keypoint_step(det, photo, box)
         row[f"{backend} ms/face"] = round(step, 2)
-    row.update({"test faces found": f"{summary['faces_found']}/{summary['faces']}",
-                "test NME mean %": round(100 * summary["nme_mean"], 2),
-                "test NME median %": round(100 * summary["nme_median"], 2),
-                "test FR@8 %": round(100 * summary["fr@8"], 2),
-                "val NME % (training)": round(100 * det.meta.get("metrics", {}).get("val_nme", float("nan")), 2)})
+    if trained:
+        row.update({"test faces found": f"{summary['faces_found']}/{summary['faces']}",
+                    "test NME mean %": round(100 * summary["nme_mean"], 2),
+                    "test NME median %": round(100 * summary["nme_median"], 2),
+                    "test FR@8 %": round(100 * summary["fr@8"], 2)})
+    else:
+        ckpt.unlink()
+        for suffix in (".onnx",):
+            ckpt.with_suffix(suffix).unlink(missing_ok=True)
+        row.update({"test faces found": None, "test NME mean %": None,
+                    "test NME median %": None, "test FR@8 %": None})
     return row
 
 
@@ -307,7 +338,9 @@ def main(argv=None):
                    help="compare with dlib on the test split (needs dlib-bin and "
                         "face-recognition-models)")
     p.add_argument("--models", nargs="+", metavar="CKPT",
-                   help="one table row per checkpoint: size, latency, test NME")
+                   help="one table row per checkpoint: size, latency, test NME; an "
+                        "arch:key=value spec (e.g. resnet18:width=64) adds an untrained "
+                        "model's size and latency")
     p.add_argument("--out", default=str(ROOT / "results"), help="folder for the tables")
     args = p.parse_args(argv)
     if args.threads:

@@ -127,7 +127,9 @@ def match_detection(boxes, gt, crop_scale, calibration=None):
 def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=True, names=None):
     """Predictions for every face of a split under a protocol; returns (summary, details).
 
-    ``split``: ``"test"`` (the course test split), ``"train"``, or ``"300w"``: the 300-W crops,
+    ``split``: ``"test"`` (the course test split), ``"train"``, ``"val"`` (the people
+    ``train.py`` holds out with its default fraction and seed: where settings are chosen, never
+    on the test split), or ``"300w"``: the 300-W crops,
     faces from outside the course dataset (in the wild, another mark-up convention). ``names``
     restricts it to those files.
 
@@ -146,6 +148,11 @@ def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=
                                     "FKP_DATA_MIRROR or convert them (python data_load.py "
                                     "--convert-300w)")
         ds = dataset_300w(subset=subset, names=names)
+    elif split == "val":
+        from data_load import split_by_person
+
+        _, val_names = split_by_person(dataset("train").filenames, 0.1, 0)
+        ds = dataset("train", subset=subset, names=names or val_names)
     else:
         ds = dataset(split, subset=subset, names=names)
     preds, gts, detections, seconds = [], [], 0, 0.0
@@ -374,6 +381,7 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, settings=No
     ``results`` is ``{protocol: summarize(...) result}`` as measured by ``evaluate``. The copy is
     written atomically, so an interrupted run never leaves a half-written shipped model.
     """
+    import os
     import platform
     import shutil
 
@@ -426,13 +434,12 @@ measured by that command (`evaluate.py`) on the official 770-frame test split.
 
 ## Training
 - Data: the course dataset (YouTube Faces frames), training split only: {cfg.get('val_fraction', 0.1):.0%}
-  of the people held out for validation and early stopping (split by person). The test split
-  was used for nothing but these figures.
+  of the people held out for validation and early stopping (split by person){_extra_data(cfg)}. The
+  test split was used for nothing but these figures.
 - Command (as recorded in the checkpoint): `{ckpt.get('command', '?')}`{_init_history(cfg)}
 - Best validation NME {100 * train_metrics.get('val_nme', float('nan')):.2f} % at epoch
   {train_metrics.get('epoch', '?')}, after {train_metrics.get('train_minutes', '?')} minutes of training.
-- Machine: {platform.machine()}, {platform.processor() or 'CPU'}, {torch.get_num_threads()} threads
-  available here; torch {torch.__version__}; no GPU.
+- Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; torch {torch.__version__}.
 {f'- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`.' if curves else ''}
 
 ## Test metrics (`evaluate.py`)
@@ -451,6 +458,13 @@ them). The labels themselves are noisy: consecutive frames of one clip differ by
     tmp.write_text(text)
     tmp.replace(card_path)
     return dest, card_path
+
+
+def _extra_data(cfg):
+    if cfg.get("extra_data") == "300w":
+        return (", plus the training part of the 300-W crops (`data_load.split_300w`: four "
+                "fifths of the photos; the held-out fifth measures faces in the wild)")
+    return ""
 
 
 def _mean_offset(ckpt, kind):
@@ -481,8 +495,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a keypoint model on the test split.")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--protocol", choices=["crop", "pipeline", "both"], default="both")
-    p.add_argument("--split", choices=["test", "train", "300w"], default="test",
-                   help="300w: the 300-W crops, faces no model here was trained on unless "
+    p.add_argument("--split", choices=["test", "val", "train", "300w"], default="test",
+                   help="val: the validation people of train.py (choose settings there); "
+                        "300w: the 300-W crops, faces no model here was trained on unless "
                         "trained with --extra-data 300w")
     p.add_argument("--subset", type=int, default=None, help="only N frames (fast check)")
     p.add_argument("--holdout", action="store_true",

@@ -3,9 +3,10 @@
     python export.py                                  # saved_models/keypoints_resnet18.onnx
     python export.py --model runs/x/best.pt --out x.onnx
 
-``detect.py --backend onnx`` uses ``<checkpoint>.onnx`` beside the checkpoint and exports it
-first when it is missing or was exported from another version of the checkpoint (the ONNX file
-records the checkpoint's SHA-256). The ONNX graph is the network alone: input (N, 1, S, S)
+``detect.py --backend onnx`` uses ``<checkpoint>.onnx`` beside the checkpoint (or in the
+temporary folder when the checkpoint's folder is read-only) and exports it first when it is
+missing, damaged or was exported from another version of the checkpoint (the ONNX file records
+the checkpoint's SHA-256). The ONNX graph is the network alone: input (N, 1, S, S)
 grayscale in [0, 1], output (N, 136) normalised keypoints; cropping, normalisation and the
 mapping back to image pixels stay in ``detect.py`` for both back-ends.
 """
@@ -135,13 +136,26 @@ def onnx_model_for(checkpoint, threads=None) -> OnnxKeypointModel:
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelLoadError(f"{checkpoint}: no such weights file")
-    path = onnx_path_for(checkpoint)
-    if path.is_file():
-        model = OnnxKeypointModel(path, threads)
-        if model.metadata.get("checkpoint_sha256") == file_sha256(checkpoint):
-            return model
-    export_onnx(checkpoint, path)
-    return OnnxKeypointModel(path, threads)
+    sha = file_sha256(checkpoint)
+    # beside the checkpoint, or in the temporary folder when that one is read-only
+    candidates = [onnx_path_for(checkpoint),
+                  Path(tempfile.gettempdir()) / f"facial-keypoints-{sha[:16]}.onnx"]
+    for path in candidates:
+        if path.is_file():
+            try:
+                model = OnnxKeypointModel(path, threads)
+            except OnnxExportError:
+                continue  # damaged: export again below
+            if model.metadata.get("checkpoint_sha256") == sha:
+                return model
+    for path in candidates:
+        try:
+            export_onnx(checkpoint, path)
+        except PermissionError:
+            continue
+        return OnnxKeypointModel(path, threads)
+    raise OnnxExportError(f"cannot write {candidates[0]} nor {candidates[1]}: export it "
+                          f"yourself with `python export.py --model {checkpoint} --out FILE`")
 
 
 def main(argv=None):

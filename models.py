@@ -127,13 +127,14 @@ class HeatmapKeypoints(nn.Module):
     (soft-argmax): the expected (x, y) under each heatmap's softmax, so ``forward`` returns 136
     coordinates, normalised like the regressors' (``(px - kp_mean) / kp_std``), and the model
     trains and runs wherever they do. ``forward_heatmaps`` also returns the heatmaps (logits),
-    which ``train.py`` supervises with Gaussian targets (``heatmap_targets``), and
+    which ``train.py`` supervises with Gaussian targets (``heatmap_targets``, ``sigma`` in input
+    pixels: 6 px is 1.5 heatmap cells, wide enough for the expectation to stay sub-pixel), and
     ``confidence`` the mean peak probability per face, low for a poor fit.
     """
 
     STRIDE = 4
 
-    def __init__(self, width=32, head=64, input_size=112, sigma=1.5, in_channels=1):
+    def __init__(self, width=32, head=64, input_size=112, sigma=6.0, in_channels=1):
         super().__init__()
         if input_size % 16:
             raise ValueError(f"HeatmapKeypoints needs an input size divisible by 16, got {input_size}")

@@ -109,3 +109,11 @@ def test_write_table(tmp_path, capsys):
     assert "| a | 4.1 |  |" in text and "| b | 7.2 | x |" in text
     assert json.loads((tmp_path / "t.json").read_text()) == rows
     assert "7.2" in capsys.readouterr().out
+
+
+def test_model_row_of_an_untrained_spec_has_latency_but_no_accuracy(tmp_path):
+    row = benchmark.model_row("resnet18:width=8", tmp=tmp_path, progress=False)
+    assert row["arch"] == "resnet18 {'width': 8}" and row["parameters (M)"] < 1
+    assert row["torch ms/face"] > 0 and row["onnx ms/face"] > 0
+    assert row["test NME mean %"] is None and row["val NME %"] is None
+    assert not list(tmp_path.iterdir())     # the temporary checkpoint and export are removed

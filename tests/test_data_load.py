@@ -954,3 +954,20 @@ def test_convert_300w_refuses_a_folder_without_pts(tmp_path):
     with pytest.raises(dl.DataError, match="no .pts files"):
         dl.convert_300w([tmp_path / "empty"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_split_300w_keeps_photos_and_listed_duplicates_together(tmp_path):
+    names = ["helen_1_1.jpg", "helen_1_2.jpg", "helen_2_1.jpg", "lfpw_image_0001.jpg",
+             "lfpw_image_0002.jpg", "lfpw_image_0003.jpg"] + [f"lfpw_image_1{i:03d}.jpg"
+                                                             for i in range(40)]
+    readme = tmp_path / "README.md"
+    readme.write_text("groups:\n  - lfpw_image_0001, lfpw_image_0003\n  - helen_2_1, lfpw_image_0002\n")
+    group = dl.photo_groups_300w(names, readme)
+    assert group["helen_1_1.jpg"] == group["helen_1_2.jpg"] != group["helen_2_1.jpg"]
+    assert group["lfpw_image_0001.jpg"] == group["lfpw_image_0003.jpg"]
+    assert group["helen_2_1.jpg"] == group["lfpw_image_0002.jpg"]
+    for seed in range(5):
+        train, held = dl.split_300w(names, 0.3, seed, readme)
+        assert sorted(train + held) == sorted(names) and train and held
+        assert not {group[n] for n in train} & {group[n] for n in held}
+    assert dl.split_300w(names, 0.3, 0, readme) == dl.split_300w(names, 0.3, 0, readme)

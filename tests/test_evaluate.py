@@ -265,3 +265,13 @@ def test_evaluate_pipeline_counts_missed_faces_as_failures(tiny_detector, monkey
     assert np.isnan(details["pred"]).all()
     assert summary["faces_found"] == 0 and summary["fr@8"] == 1.0
     assert summary["extra_detections"] == 0
+
+
+@pytest.mark.skipif(not (data_load.DATA_DIR / data_load.W300_NAME / "keypoints.csv").is_file(),
+                    reason="no data/300w_train (set FKP_DATA_MIRROR)")
+def test_evaluate_on_the_300w_crops_and_only_the_named_files(tiny_detector):
+    names = data_load.dataset_300w().filenames[5:8]
+    summary, details = evaluate.evaluate(tiny_detector, "300w", "crop", names=names,
+                                         progress=False)
+    assert summary["faces"] == 3 and details["files"] == names
+    assert details["gt"].shape == (3, 68, 2)

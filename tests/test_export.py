@@ -4,6 +4,7 @@ one is a clear error. Exports go to temporary folders, never beside the shipped 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,29 @@ def test_command_line_export(tmp_path, capsys):
     assert (tmp_path / "x.onnx").is_file() and "wrote" in capsys.readouterr().out
     assert export.main(["--model", str(tmp_path / "missing.pt")]) == 2
     assert "no such weights file" in capsys.readouterr().err
+
+
+def test_a_damaged_export_beside_the_checkpoint_is_replaced(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
+    ckpt.with_suffix(".onnx").write_bytes(b"half a file")
+    model = export.onnx_model_for(ckpt)
+    assert model.metadata["checkpoint_sha256"] == export.file_sha256(ckpt)
+
+
+def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monkeypatch):
+    ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
+    monkeypatch.setattr(export.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    real_export = export.export_onnx
+
+    def read_only_beside(checkpoint, dest=None):   # as a read-only folder (even for root)
+        if Path(dest).parent == ckpt.parent:
+            raise PermissionError(13, "Permission denied", str(dest))
+        return real_export(checkpoint, dest)
+
+    monkeypatch.setattr(export, "export_onnx", read_only_beside)
+    model = export.onnx_model_for(ckpt)
+    assert not ckpt.with_suffix(".onnx").exists()
+    assert len(list((tmp_path / "tmp").glob("facial-keypoints-*.onnx"))) == 1
+    assert model.metadata["checkpoint_sha256"] == export.file_sha256(ckpt)
+    assert export.onnx_model_for(ckpt).metadata == model.metadata   # found there next time

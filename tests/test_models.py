@@ -205,3 +205,61 @@ def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]
     assert torch.equal(torch.load(path)["a"], torch.arange(4))
+
+
+# --------------------------------------------------------------------------------------------
+# The heatmap model
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_heatmap():
+    torch.manual_seed(0)
+    return models.HeatmapKeypoints(width=8, input_size=64).eval()
+
+
+def test_heatmap_model_shapes(small_heatmap):
+    x = torch.rand(3, 1, 64, 64)
+    logits, coords = small_heatmap.forward_heatmaps(x)
+    assert logits.shape == (3, 68, 16, 16) and coords.shape == (3, 136)
+    assert torch.equal(small_heatmap(x), coords)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        models.HeatmapKeypoints(width=8, input_size=100)
+
+
+def test_heatmap_targets_decode_back_to_their_keypoints(small_heatmap):
+    """A Gaussian target, taken as the logits' log, decodes to its own keypoint (sub-pixel)
+    away from the border; each target sums to 1 and peaks at the nearest cell."""
+    m = small_heatmap
+    torch.manual_seed(1)
+    kp = (torch.rand(2, 68, 2) * 24 + 20 - m.kp_mean) / m.kp_std      # 20..44 px of 64
+    target = m.heatmap_targets(kp.flatten(1))
+    assert torch.allclose(target.sum((-2, -1)), torch.ones(2, 68))
+    px = (target.sum(2) * m.centres).sum(-1)       # the expectation soft-argmax computes
+    py = (target.sum(3) * m.centres).sum(-1)
+    got = (torch.stack([px, py], -1) - m.kp_mean) / m.kp_std
+    assert (got - kp).abs().max() * m.kp_std < 0.05                 # pixels
+    peak = target.flatten(2).argmax(-1)
+    pix = kp * m.kp_std + m.kp_mean
+    cell = ((pix - (m.STRIDE - 1) / 2) / m.STRIDE).round().long()
+    assert torch.equal(peak, cell[..., 1] * 16 + cell[..., 0])
+
+
+def test_heatmap_loss_is_lowest_for_the_right_keypoints(small_heatmap):
+    m = small_heatmap
+    kp = torch.zeros(1, 136)
+    right = torch.log(m.heatmap_targets(kp).clamp_min(1e-12)) * 5
+    wrong = torch.log(m.heatmap_targets(kp + 0.5).clamp_min(1e-12)) * 5
+    assert m.heatmap_loss(right, kp) < m.heatmap_loss(wrong, kp)
+
+
+def test_heatmap_confidence_is_a_probability(small_heatmap):
+    conf = small_heatmap.confidence(torch.rand(2, 1, 64, 64))
+    assert conf.shape == (2,) and ((conf > 0) & (conf <= 1)).all()
+
+
+def test_heatmap_checkpoint_round_trip(tmp_path, small_heatmap):
+    path = tmp_path / "h.pt"
+    models.save_checkpoint(path, small_heatmap, _meta("heatmap", {"width": 8, "input_size": 64}, 64))
+    loaded, meta = models.load_model(path, expect_arch="heatmap")
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small_heatmap(x))

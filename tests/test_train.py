@@ -320,3 +320,23 @@ def test_command_line_augmentation_and_init_options():
     assert (cfg.flip, cfg.degrade, cfg.jitter_scale, cfg.jitter_shift, cfg.init) == \
         (0.0, 0.25, 0.2, 0.1, "x.pt")
     assert cfg.arch_args() == {"width": 32, "input_size": 112}
+
+
+W300_READY = (data_load.DATA_DIR / data_load.W300_NAME / "keypoints.csv").is_file()
+
+
+@pytest.mark.skipif(not W300_READY, reason="no data/300w_train (set FKP_DATA_MIRROR)")
+def test_extra_data_300w_adds_only_its_training_part(tmp_path):
+    cfg = TrainConfig(**TINY, extra_data="300w", out=str(tmp_path))
+    train_dl, val_dl = train.make_loaders(cfg)
+    course, extra = train_dl.dataset.datasets
+    folder = data_load.DATA_DIR / data_load.W300_NAME
+    _, held = data_load.split_300w(data_load.dataset_300w().filenames,
+                                   readme=folder / "README.md")
+    assert len(course) == 24 and len(extra) + len(held) == len(data_load.dataset_300w())
+    assert not set(extra.filenames) & set(held)
+    assert val_dl.dataset.filenames[0] in data_load.dataset("train").filenames
+    sample = extra[0]
+    assert sample["image"].shape == (1, 48, 48) and sample["keypoints"].shape == (68, 2)
+    with pytest.raises(ValueError, match="extra-data"):
+        train.make_loaders(TrainConfig(**TINY, extra_data="afw", out=str(tmp_path)))
