@@ -5,7 +5,8 @@
     python benchmark.py --models a.pt b.pt   # one row per model: size, latency, test NME
 
 * keypoint step: the network on one face crop at batch 1 (crop + normalise + forward + map
-  back), per face, median of repeated runs, with the PyTorch and the ONNX back-ends;
+  back), per face, median of repeated runs, with the PyTorch and the ONNX back-ends (each set
+  up as it runs fastest: ``make_detector``);
 * full pipeline: load -> Haar detection -> crops -> model -> keypoints in image pixels, per
   image, on the bundled photo, the course photos (when fetched) and the test split;
 * video jitter: a still photo repeated as a video with camera-like noise added to each frame;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,6 +43,23 @@ from evaluate import match_detection, summarize
 from models import count_parameters
 
 ROOT = Path(__file__).resolve().parent
+
+
+TORCH_THREADS = torch.get_num_threads()
+
+
+def make_detector(model, backend, flip_tta=False):
+    """``FaceKeypointDetector`` set up as ``detect.py`` runs it: PyTorch on torch's threads;
+    for ONNX, torch on one thread (it only crops) and onnxruntime as ``export.OnnxKeypointModel``
+    sets it up. ``use_threads(detector)`` restores that set-up."""
+    torch.set_num_threads(1 if backend == "onnx" else TORCH_THREADS)
+    detector = FaceKeypointDetector(model, flip_tta=flip_tta, backend=backend)
+    detector.torch_threads = torch.get_num_threads()
+    return detector
+
+
+def use_threads(system):
+    torch.set_num_threads(getattr(system, "torch_threads", TORCH_THREADS))
 
 
 def time_it(fn, repeat):
@@ -158,26 +177,26 @@ def _dlib_match(boxes, gt):
 def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
     """Run this project's pipelines and dlib's on the same test frames, in this process.
 
-    ``detectors``/``dlib_pipelines``: {row name: pipeline}. Each image is read once (not timed);
-    then each system is timed on it: detection + keypoints (``pipeline ms``), and the keypoint
-    step alone per face found (``keypoints ms/face``). Returns one row per system.
+    ``detectors``/``dlib_pipelines``: {row name: pipeline}. The images are read first (not
+    timed); then each system runs over all of them: detection + keypoints (``pipeline ms``),
+    and the keypoint step alone per face found (``keypoints ms/face``). A miss is a failure.
+    Returns one row per system.
     """
     from tqdm import tqdm
 
     ds = data_load.dataset("test", subset=frames)
+    samples = [ds[i] for i in range(len(ds))]
+    gts = np.array([s["keypoints"] for s in samples])
+    grays = [np.ascontiguousarray(s["image"][..., :3].mean(axis=2).astype(np.uint8))
+             for s in samples]
     systems = {**{k: ("ours", v) for k, v in detectors.items()},
                **{k: ("dlib", v) for k, v in dlib_pipelines.items()}}
-    preds = {k: [] for k in systems}
-    pipe_ms = {k: [] for k in systems}
-    step_ms = {k: [] for k in systems}
-    gts = []
-    for i in tqdm(range(len(ds)), desc="test frames", disable=not progress):
-        sample = ds[i]
-        image, gt = sample["image"], sample["keypoints"]
-        gts.append(gt)
-        gray = np.ascontiguousarray(image[..., :3].mean(axis=2).astype(np.uint8))
-        for name, (kind, system) in systems.items():
-            pred = np.full((68, 2), np.nan)
+    rows = []
+    for name, (kind, system) in systems.items():
+        use_threads(system)
+        preds, pipe_ms, step_ms = [], [], []
+        for sample, gray in tqdm(list(zip(samples, grays)), desc=name[:30], disable=not progress):
+            image, gt = sample["image"], sample["keypoints"]
             t0 = time.perf_counter()
             if kind == "ours":
                 boxes = system.detect_faces(image)
@@ -191,23 +210,20 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
                 pts = [system.keypoints(gray, r) for r in rects]
                 t2 = time.perf_counter()
                 j = _dlib_match([system.box(r) for r in rects], gt)
-            pipe_ms[name].append(1000 * (t2 - t0))
+            pipe_ms.append(1000 * (t2 - t0))
             if len(pts):
-                step_ms[name].append(1000 * (t2 - t1) / len(pts))
-            if j is not None:
-                pred = pts[j]
-            preds[name].append(pred)
-    rows = []
-    for name in systems:
-        m = summarize(np.array(preds[name]), np.array(gts))
+                step_ms.append(1000 * (t2 - t1) / len(pts))
+            preds.append(pts[j] if j is not None else np.full((68, 2), np.nan))
+        m = summarize(np.array(preds), gts)
         rows.append({"system": name, "faces found": f"{m['faces_found']}/{m['faces']}",
                      "NME mean %": round(100 * m["nme_mean"], 2),
                      "NME median %": round(100 * m["nme_median"], 2),
                      "FR@8 %": round(100 * m["fr@8"], 2), "AUC@8": round(m["auc@8"], 3),
-                     "keypoints ms/face": round(statistics.median(step_ms[name]), 2)
-                     if step_ms[name] else None,
-                     "pipeline ms/image (median)": round(statistics.median(pipe_ms[name]), 1),
-                     "pipeline ms/image (mean)": round(float(np.mean(pipe_ms[name])), 1)})
+                     "keypoints ms/face": round(statistics.median(step_ms), 2)
+                     if step_ms else None,
+                     "pipeline ms/image (median)": round(statistics.median(pipe_ms), 1),
+                     "pipeline ms/image (mean)": round(float(np.mean(pipe_ms)), 1)})
+    use_threads(None)
     return rows
 
 
@@ -216,16 +232,19 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
 # --------------------------------------------------------------------------------------------
 def untrained_checkpoint(spec, folder) -> Path:
     """A checkpoint of an untrained model for latency alone: ``spec`` is ``arch:key=value,...``
-    (e.g. ``resnet18:width=64``, torchvision's ResNet-18 width), input 112 px."""
+    (e.g. ``resnet18:width=64``, torchvision's ResNet-18 width; ``input=96`` sets the input
+    size, 112 px by default)."""
     from models import build_model, checkpoint_meta, save_checkpoint
 
     arch, _, args = spec.partition(":")
     arch_args = {k: int(v) for k, v in (a.split("=") for a in args.split(",") if a)}
-    if arch == "heatmap":
-        arch_args.setdefault("input_size", 112)
-    path = Path(folder) / f"untrained-{arch}-{'-'.join(f'{k}{v}' for k, v in arch_args.items())}.pt"
+    size = arch_args.pop("input", arch_args.get("input_size", 112))
+    if arch in ("heatmap", "net"):
+        arch_args["input_size"] = size
+    path = Path(folder) / f"untrained-{arch}-{'-'.join(f'{k}{v}' for k, v in arch_args.items())}-{size}.pt"
     save_checkpoint(path, build_model(arch, **arch_args).eval(),
-                    checkpoint_meta(arch, arch_args, 112, 1.3, 56.0, 28.0, command="untrained"))
+                    checkpoint_meta(arch, arch_args, size, 1.3, size / 2, size / 4,
+                                    command="untrained"))
     return path
 
 
@@ -241,7 +260,7 @@ def model_row(path, frames=None, progress=True, tmp=None):
     row = {"model": str(path)}
     photo = data_load.load_image(DEFAULT_PHOTO)
     for backend in ("torch", "onnx"):
-        det = FaceKeypointDetector(ckpt, backend=backend)
+        det = make_detector(ckpt, backend)
         if backend == "torch":
             metrics = det.meta.get("metrics", {})
             row.update({"arch": f"{det.meta['arch']} {det.meta.get('arch_args', {})}",
@@ -256,6 +275,7 @@ def model_row(path, frames=None, progress=True, tmp=None):
         box = det.detect_faces(photo)[0]
         step, _ = keypoint_step(det, photo, box)
         row[f"{backend} ms/face"] = round(step, 2)
+    use_threads(None)
     if trained:
         row.update({"test faces found": f"{summary['faces_found']}/{summary['faces']}",
                     "test NME mean %": round(100 * summary["nme_mean"], 2),
@@ -293,7 +313,7 @@ def write_table(rows, out_dir, name, title):
 
 def speed(args):
     for backend in ("torch", "onnx"):
-        detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, backend=backend)
+        detector = make_detector(args.model, backend, args.flip_tta)
         print(f"[{backend}] model {args.model} ({detector.meta['arch']} "
               f"{detector.meta['arch_args']}, {detector.size} px), torch threads "
               f"{torch.get_num_threads()}{', flip TTA' if args.flip_tta else ''}")
@@ -342,13 +362,16 @@ def main(argv=None):
                         "arch:key=value spec (e.g. resnet18:width=64) adds an untrained "
                         "model's size and latency")
     p.add_argument("--out", default=str(ROOT / "results"), help="folder for the tables")
+    p.add_argument("--name", default="models", help="file name of the --models table")
     args = p.parse_args(argv)
+    global TORCH_THREADS
     if args.threads:
+        TORCH_THREADS = args.threads
         torch.set_num_threads(args.threads)
     if args.models:
         rows = [model_row(m, args.frames) for m in args.models]
-        path = write_table(rows, args.out, "models", "Models: size, CPU latency per face, test NME "
-                           "(full pipeline)")
+        path = write_table(rows, args.out, args.name, "Models: size, CPU latency per face, "
+                           "test NME (full pipeline)")
         print(f"-> {path}")
         return 0
     if args.dlib:
@@ -358,13 +381,13 @@ def main(argv=None):
         except RuntimeError as e:
             print(f"benchmark.py: error: {e}", file=sys.stderr)
             return 2
-        ours = {f"this project ({b})": FaceKeypointDetector(args.model, flip_tta=args.flip_tta,
-                                                            backend=b)
+        ours = {f"this project ({b})": make_detector(args.model, b, args.flip_tta)
                 for b in ("torch", "onnx")}
         rows = compare_with_dlib(ours, dlib_systems, args.frames)
         path = write_table(rows, args.out, "benchmark_dlib",
-                           f"This project against dlib on the test split ({torch.get_num_threads()} "
-                           f"torch threads, {args.model})")
+                           f"This project against dlib on the official test split "
+                           f"({args.model}; PyTorch on {TORCH_THREADS} threads; ONNX: "
+                           f"torch on 1 thread; {os.cpu_count()} cores)")
         print(f"-> {path}")
         return 0
     args.frames = args.frames or 200

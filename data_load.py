@@ -501,12 +501,19 @@ def crop_face(image, crop, size, key_pts=None):
     """
     x, y, side = (float(v) for v in crop)
     top, left, s = int(round(y)), int(round(x)), max(1, int(round(side)))
-    img = _as_tv_image(image)
-    out = TF.resized_crop(img, top, left, s, s, [size, size], antialias=True)
+    # torchvision's resized_crop (crop, black outside the image, then resize), cutting the
+    # window out of the numpy image first so that only the window is converted
+    arr = np.asarray(image)
+    h, w = arr.shape[:2]
+    window = np.zeros((s, s) + arr.shape[2:], dtype=arr.dtype)
+    y0, y1, x0, x1 = max(top, 0), min(top + s, h), max(left, 0), min(left + s, w)
+    if y0 < y1 and x0 < x1:
+        window[y0 - top:y1 - top, x0 - left:x1 - left] = arr[y0:y1, x0:x1]
+    out = TF.resize(_as_tv_image(window), [size, size], antialias=True)
     crop_img = _from_tv_image(out, image)
     if key_pts is None:
         return crop_img
-    pts = _as_tv_keypoints(key_pts, img.shape[-2:])
+    pts = _as_tv_keypoints(key_pts, (h, w))
     pts = TF.resized_crop(pts, top, left, s, s, [size, size])
     return crop_img, pts.as_subclass(torch.Tensor).numpy().astype(np.float32)
 
@@ -815,6 +822,13 @@ def split_300w(filenames, holdout_fraction=0.2, seed=0, readme=None):
     held = set(rng.permutation(groups)[:int(round(holdout_fraction * len(groups)))])
     return ([n for n in filenames if group[n] not in held],
             [n for n in filenames if group[n] in held])
+
+
+def split_300w_files(data_dir=None):
+    """``split_300w`` of the crops in ``data/300w_train`` (its README's duplicate groups kept
+    together): (training names, held-out names)."""
+    folder = Path(data_dir or DATA_DIR) / W300_NAME
+    return split_300w(dataset_300w(data_dir=data_dir).filenames, readme=folder / "README.md")
 
 
 def dataset_300w(transform=None, data_dir=None, **kwargs):

@@ -186,7 +186,8 @@ class FaceKeypointDetector:
         detector: a callable image -> (N, 4) face boxes (default: ``HaarFaceDetector()``).
         refine: how many times to re-crop around the predicted keypoints and predict again.
         backend: ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU, the checkpoint exported to
-            ``<model>.onnx`` by ``export.py`` when needed; same keypoints within 0.05 px).
+            ``<model>.onnx`` by ``export.py`` when needed; same keypoints within 0.05 px). It is
+            fastest with ``torch.set_num_threads(1)`` set first (``export.OnnxKeypointModel``).
     """
 
     def __init__(self, model=DEFAULT_MODEL, flip_tta=False, detector=None, device="cpu",
@@ -540,6 +541,8 @@ def main(argv=None):
         parser.error("--filter draws on the annotated copies: give --annotate OUT_DIR")
     if args.json and Path(args.json).is_dir():
         parser.error(f"--json {args.json} is a folder: give a file name, e.g. {args.json}/out.json")
+    if args.backend == "onnx":
+        torch.set_num_threads(1)  # torch only crops; onnxruntime runs the network
     try:
         boxes = read_boxes_file(args.boxes) if args.boxes else {}
         detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, backend=args.backend)

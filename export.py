@@ -96,7 +96,13 @@ def onnx_metadata(path) -> dict:
 
 class OnnxKeypointModel:
     """The network run by onnxruntime, called like the torch model: (N, 1, S, S) tensor in,
-    (N, 136) tensor out."""
+    (N, 136) tensor out.
+
+    onnxruntime runs on ``threads`` (default: half the cores, at least one) and its threads do
+    not spin while waiting for work. Measured on 2 cores: spinning threads make the keypoint step alone faster (2.5-2.8 ms instead of about
+    4 ms per face) but steal the cores from the Haar detector and torch, and the whole pipeline
+    slower (43 ms instead of 31 ms per test frame); one thread beat two. ``detect.py --backend
+    onnx`` also puts torch on one thread (torch then only cuts and scales the face crops)."""
 
     def __init__(self, path, threads=None):
         try:
@@ -105,9 +111,9 @@ class OnnxKeypointModel:
             raise OnnxExportError("the ONNX back-end needs onnxruntime: "
                                   "pip install -r requirements.txt") from None
         options = ort.SessionOptions()
-        threads = threads or torch.get_num_threads()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=["CPUExecutionProvider"])

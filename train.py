@@ -143,8 +143,7 @@ def extra_300w(cfg, transform):
         raise data_load.DataError("--extra-data 300w needs data/300w_train: set "
                                   f"${data_load.MIRROR_ENV} or convert 300-W with "
                                   "`python data_load.py --convert-300w`")
-    names = data_load.dataset_300w(data_dir=cfg.data_dir).filenames
-    train_names, _ = data_load.split_300w(names, readme=folder / "README.md")
+    train_names, _ = data_load.split_300w_files(cfg.data_dir)
     return data_load.dataset_300w(transform, cfg.data_dir, names=train_names)
 
 

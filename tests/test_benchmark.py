@@ -117,3 +117,10 @@ def test_model_row_of_an_untrained_spec_has_latency_but_no_accuracy(tmp_path):
     assert row["torch ms/face"] > 0 and row["onnx ms/face"] > 0
     assert row["test NME mean %"] is None and row["val NME %"] is None
     assert not list(tmp_path.iterdir())     # the temporary checkpoint and export are removed
+
+
+def test_untrained_spec_with_another_input_size(tmp_path):
+    row = benchmark.model_row("heatmap:width=8,input=64", tmp=tmp_path, progress=False)
+    assert row["input px"] == 64 and row["arch"] == "heatmap {'width': 8, 'input_size': 64}"
+    row = benchmark.model_row("resnet18:width=8,input=96", tmp=tmp_path, progress=False)
+    assert row["input px"] == 96 and row["arch"] == "resnet18 {'width': 8}"

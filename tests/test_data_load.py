@@ -971,3 +971,25 @@ def test_split_300w_keeps_photos_and_listed_duplicates_together(tmp_path):
         assert sorted(train + held) == sorted(names) and train and held
         assert not {group[n] for n in train} & {group[n] for n in held}
     assert dl.split_300w(names, 0.3, 0, readme) == dl.split_300w(names, 0.3, 0, readme)
+
+
+def test_crop_face_is_torchvisions_resized_crop_where_the_window_meets_the_image():
+    """crop_face cuts the window out before converting (faster on big photos); the pixels are
+    exactly torchvision's ``resized_crop`` (black outside the image). A window wholly outside
+    the image is black (torchvision's own crop would wrap around there: negative indices)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        h, w = (int(v) for v in rng.integers(5, 200, 2))
+        img = rng.integers(0, 256, (h, w, 3) if trial % 2 else (h, w), dtype=np.uint8)
+        side = rng.uniform(1, 300)
+        x, y = rng.uniform(-side + 1, w - 1), rng.uniform(-side + 1, h - 1)
+        size = int(rng.choice([32, 112]))
+        top, left, s = int(round(y)), int(round(x)), max(1, int(round(side)))
+        ref = TF.resized_crop(dl._as_tv_image(img), top, left, s, s, [size, size], antialias=True)
+        np.testing.assert_array_equal(dl.crop_face(img, (x, y, side), size),
+                                      dl._from_tv_image(ref, img))
+    img = rng.integers(1, 256, (50, 60, 3), dtype=np.uint8)
+    assert not dl.crop_face(img, (-200, -300, 80), 32).any()
+    assert not dl.crop_face(img, (70, 10, 20), 32).any()

@@ -132,3 +132,21 @@ def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monk
     assert len(list((tmp_path / "tmp").glob("facial-keypoints-*.onnx"))) == 1
     assert model.metadata["checkpoint_sha256"] == export.file_sha256(ckpt)
     assert export.onnx_model_for(ckpt).metadata == model.metadata   # found there next time
+
+
+def test_command_line_backend_onnx_gives_the_torch_keypoints(shipped_copy, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for backend in ("torch", "onnx"):
+        dest = tmp_path / f"{backend}.json"
+        run = subprocess.run([sys.executable, str(detect.ROOT / "detect.py"), str(ASTRONAUT),
+                              "--model", str(shipped_copy), "--backend", backend, "--json",
+                              str(dest), "--quiet"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        out[backend] = json.loads(dest.read_text())["images"][0]["faces"]
+    assert len(out["torch"]) == len(out["onnx"]) == 1
+    np.testing.assert_allclose(out["onnx"][0]["keypoints"], out["torch"][0]["keypoints"],
+                               atol=0.05)

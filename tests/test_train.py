@@ -330,9 +330,7 @@ def test_extra_data_300w_adds_only_its_training_part(tmp_path):
     cfg = TrainConfig(**TINY, extra_data="300w", out=str(tmp_path))
     train_dl, val_dl = train.make_loaders(cfg)
     course, extra = train_dl.dataset.datasets
-    folder = data_load.DATA_DIR / data_load.W300_NAME
-    _, held = data_load.split_300w(data_load.dataset_300w().filenames,
-                                   readme=folder / "README.md")
+    _, held = data_load.split_300w_files()
     assert len(course) == 24 and len(extra) + len(held) == len(data_load.dataset_300w())
     assert not set(extra.filenames) & set(held)
     assert val_dl.dataset.filenames[0] in data_load.dataset("train").filenames
