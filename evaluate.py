@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import data_load
 from data_load import LEFT_EYE_OUTER, REGIONS, RIGHT_EYE_OUTER
 
 FAIL_THRESHOLD = 0.08
@@ -138,19 +139,16 @@ def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=
     """
     from tqdm import tqdm
 
-    from data_load import dataset, keypoint_box, square_crop_box
+    from data_load import (dataset, dataset_300w, fetch_300w, keypoint_box, split_by_person,
+                           square_crop_box)
 
     if split == "300w":
-        from data_load import dataset_300w, fetch_300w
-
         if fetch_300w(quiet=True) is None:
             raise FileNotFoundError("the 300-W crops are not in data/300w_train: set "
                                     "FKP_DATA_MIRROR or convert them (python data_load.py "
                                     "--convert-300w)")
         ds = dataset_300w(subset=subset, names=names)
     elif split == "val":
-        from data_load import split_by_person
-
         _, val_names = split_by_person(dataset("train").filenames, 0.1, 0)
         ds = dataset("train", subset=subset, names=names or val_names)
     else:
@@ -319,8 +317,6 @@ def detector_configs():
 def detection_report(subset=None, progress=True):
     """Faces found on the test split and the 300-W crops, false boxes on face-free pictures."""
     from tqdm import tqdm
-
-    import data_load
 
     sets = {"course test split": data_load.dataset("test", subset=subset)}
     if data_load.fetch_300w(quiet=True) is not None:
@@ -561,6 +557,10 @@ def main(argv=None):
         if args.json:
             table.to_json(args.json, indent=1)
         return 0
+    if args.ship and (args.subset or args.split != "test" or args.protocol != "both"):
+        p.error("--ship needs the full test split and both protocols")
+    if args.holdout and args.split != "300w":
+        p.error("--holdout goes with --split 300w")
     detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, refine=args.refine)
     bias = None
     if args.ship:
@@ -569,13 +569,7 @@ def main(argv=None):
         print(f"offsets of the 68 keypoints measured on {bias['faces']} validation faces, "
               f"averaged (crop px): plain {np.mean(bias['plain'], axis=0).round(3)}, mirrored "
               f"{np.mean(bias['mirrored'], axis=0).round(3)}; subtracted from now on")
-    names = None
-    if args.holdout:
-        import data_load
-
-        if args.split != "300w":
-            p.error("--holdout goes with --split 300w")
-        _, names = data_load.split_300w_files()
+    names = data_load.split_300w_files()[1] if args.holdout else None
     results = {}
     for protocol in (["crop", "pipeline"] if args.protocol == "both" else [args.protocol]):
         summary, _ = evaluate(detector, args.split, protocol, args.subset, names=names)
@@ -588,11 +582,7 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.ship:
-        if args.subset or args.split != "test" or args.protocol != "both":
-            p.error("--ship needs the full test split and both protocols")
         outside = None
-        import data_load
-
         if data_load.fetch_300w(quiet=True) is not None:  # faces from outside the course data
             _, held = data_load.split_300w_files()
             outside = {protocol: evaluate(detector, "300w", protocol, names=held)[0]
