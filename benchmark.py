@@ -160,18 +160,10 @@ class DlibPipeline:
 
 
 def _dlib_match(boxes, gt):
-    """The dlib box that covers the labelled face: a box's centre within a quarter of the
-    face's size of the keypoints' centre, its side within a factor 2 of the face's."""
-    from data_load import keypoint_box
-
-    x, y, w, h = keypoint_box(gt)
-    side, centre = max(w, h), np.array([x + w / 2, y + h / 2])
-    best, best_d = None, np.inf
-    for i, (bx, by, bw, bh) in enumerate(boxes):
-        d = np.linalg.norm(np.array([bx + bw / 2, by + bh / 2]) - centre)
-        if d < 0.25 * side and 0.5 < bw / side < 2 and d < best_d:
-            best, best_d = i, d
-    return best
+    """The dlib box that covers the labelled face: ``evaluate.match_detection`` with the box
+    taken as it is (its centre within a quarter of the face's size of the keypoints' centre,
+    its side within a factor 2 of the face's)."""
+    return match_detection(boxes, gt, 1.0, {"dx": 0.0, "dy": 0.0, "size": 1.0}, size_factor=2.0)
 
 
 def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
@@ -283,8 +275,7 @@ def model_row(path, frames=None, progress=True, tmp=None):
                     "test FR@8 %": round(100 * summary["fr@8"], 2)})
     else:
         ckpt.unlink()
-        for suffix in (".onnx",):
-            ckpt.with_suffix(suffix).unlink(missing_ok=True)
+        ckpt.with_suffix(".onnx").unlink(missing_ok=True)  # its export (export.onnx_path_for)
         row.update({"test faces found": None, "test NME mean %": None,
                     "test NME median %": None, "test FR@8 %": None})
     return row

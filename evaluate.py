@@ -103,11 +103,11 @@ def format_metrics(m, title=""):
 # --------------------------------------------------------------------------------------------
 # Protocols
 # --------------------------------------------------------------------------------------------
-def match_detection(boxes, gt, crop_scale, calibration=None):
+def match_detection(boxes, gt, crop_scale, calibration=None, size_factor=1.5):
     """Index of the detected box that covers the labelled face, or ``None``.
 
     A box matches when the crop it gives is centred within a quarter of the face's size of the
-    labelled face's centre and its size is within a factor 1.5 of the labelled crop's.
+    labelled face's centre and its size is within ``size_factor`` of the labelled crop's.
     """
     from data_load import keypoint_box, square_crop_box
     from detect import crop_for_box
@@ -120,7 +120,7 @@ def match_detection(boxes, gt, crop_scale, calibration=None):
     for i, box in enumerate(boxes):
         x, y, side = crop_for_box(box, crop_scale, calibration)
         d = np.linalg.norm(np.array([x + side / 2, y + side / 2]) - gc)
-        if d < 0.25 * gside and 1 / 1.5 < side / gside < 1.5 and d < best_d:
+        if d < 0.25 * gside and 1 / size_factor < side / gside < size_factor and d < best_d:
             best, best_d = i, d
     return best
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import ModelLoadError, load_model
+from models import ModelLoadError, atomic_path, load_model
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "saved_models" / "keypoints_resnet18.pt"
@@ -61,29 +61,21 @@ def export_onnx(checkpoint=DEFAULT_MODEL, dest=None) -> Path:
     model, meta = load_model(checkpoint)
     dest = Path(dest) if dest else onnx_path_for(checkpoint)
     size = meta["input_size"]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        example = torch.zeros(2, 1, size, size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
-                                        input_names=["image"], output_names=["keypoints"],
-                                        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-                                        verbose=False)
-        proto = program.model_proto
-        description = {k: v for k, v in meta.items() if k not in ("train_config",)}
-        for key, value in {"checkpoint_sha256": file_sha256(checkpoint),
-                           "checkpoint_meta": json.dumps(description, default=str)}.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+    example = torch.zeros(2, 1, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
+                                    input_names=["image"], output_names=["keypoints"],
+                                    dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                    verbose=False)
+    proto = program.model_proto
+    description = {k: v for k, v in meta.items() if k not in ("train_config",)}
+    for key, value in {"checkpoint_sha256": file_sha256(checkpoint),
+                       "checkpoint_meta": json.dumps(description, default=str)}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(dest) as tmp:
         onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

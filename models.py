@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -207,21 +208,29 @@ class ModelLoadError(ValueError):
     """A weights file that cannot be used; the message says what to do."""
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
+@contextmanager
+def atomic_path(path):
+    """A temporary file beside ``path`` to write; renamed to ``path`` (an ordinary 0644 file)
+    when the block ends, removed if it raises: never a half-written ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved model is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def checkpoint_meta(arch, arch_args, input_size, crop_scale, kp_mean, kp_std, command=None,
