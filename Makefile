@@ -26,7 +26,7 @@ $(BENCH_STAMP): $(STAMP) requirements-benchmark.txt
 	touch $(BENCH_STAMP)
 
 data: $(STAMP)
-	$(PY) data_load.py
+	$(PY) fetch_data.py
 
 demo: data
 	$(PY) detect.py --annotate out/demo --json out/demo/demo.json

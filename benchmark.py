@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -34,13 +33,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm import tqdm
 
-import data_load
-from detect import (DEFAULT_MODEL, DEFAULT_PHOTO, FaceKeypointDetector, KeypointSmoother,
-                    crop_for_box, jitter)
-from evaluate import match_detection, summarize
-from models import count_parameters
+from data_load import COURSE_IMAGES_DIR, DATA_DIR, CROP_SCALE, dataset
+from detectors import crop_for_box
+from evaluate import evaluate, match_detection
+from fetch_data import dataset_ready
+from images import DEFAULT_PHOTO, load_image
+from landmarks import N_KEYPOINTS
+from metrics import summarize
+from models import DEFAULT_MODEL, build_model, checkpoint_meta, count_parameters, save_checkpoint
+from pipeline import FaceKeypointDetector, KeypointSmoother, jitter
+from utils import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
 
@@ -96,7 +102,7 @@ def pipeline_per_image(detector, paths, repeat=1):
 
 def video_jitter(detector, frames=40, noise=6.0, alpha=0.4, seed=0):
     """Keypoint jitter (px per frame) of a still face seen through a noisy camera."""
-    image = data_load.load_image(DEFAULT_PHOTO)
+    image = load_image(DEFAULT_PHOTO)
     rng = np.random.default_rng(seed)
     raw, smooth = [], []
     smoother = KeypointSmoother(alpha)
@@ -174,9 +180,7 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
     and the keypoint step alone per face found (``keypoints ms/face``). A miss is a failure.
     Returns one row per system.
     """
-    from tqdm import tqdm
-
-    ds = data_load.dataset("test", subset=frames)
+    ds = dataset("test", subset=frames)
     samples = [ds[i] for i in range(len(ds))]
     gts = np.array([s["keypoints"] for s in samples])
     grays = [np.ascontiguousarray(s["image"][..., :3].mean(axis=2).astype(np.uint8))
@@ -205,7 +209,7 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
             pipe_ms.append(1000 * (t2 - t0))
             if len(pts):
                 step_ms.append(1000 * (t2 - t1) / len(pts))
-            preds.append(pts[j] if j is not None else np.full((68, 2), np.nan))
+            preds.append(pts[j] if j is not None else np.full((N_KEYPOINTS, 2), np.nan))
         m = summarize(np.array(preds), gts)
         rows.append({"system": name, "faces found": f"{m['faces_found']}/{m['faces']}",
                      "NME mean %": round(100 * m["nme_mean"], 2),
@@ -226,8 +230,6 @@ def untrained_checkpoint(spec, folder) -> Path:
     """A checkpoint of an untrained model for latency alone: ``spec`` is ``arch:key=value,...``
     (e.g. ``resnet18:width=64``, torchvision's ResNet-18 width; ``input=96`` sets the input
     size, 112 px by default)."""
-    from models import build_model, checkpoint_meta, save_checkpoint
-
     arch, _, args = spec.partition(":")
     arch_args = {k: int(v) for k, v in (a.split("=") for a in args.split(",") if a)}
     size = arch_args.pop("input", arch_args.get("input_size", 112))
@@ -235,7 +237,7 @@ def untrained_checkpoint(spec, folder) -> Path:
         arch_args["input_size"] = size
     path = Path(folder) / f"untrained-{arch}-{'-'.join(f'{k}{v}' for k, v in arch_args.items())}-{size}.pt"
     save_checkpoint(path, build_model(arch, **arch_args).eval(),
-                    checkpoint_meta(arch, arch_args, size, 1.3, size / 2, size / 4,
+                    checkpoint_meta(arch, arch_args, size, CROP_SCALE, size / 2, size / 4,
                                     command="untrained"))
     return path
 
@@ -245,12 +247,10 @@ def model_row(path, frames=None, progress=True, tmp=None):
 
     ``path`` may also be an ``arch:key=value`` spec (see ``untrained_checkpoint``): a model
     not trained here, measured for size and latency only."""
-    from evaluate import evaluate
-
     trained = Path(path).is_file()
     ckpt = Path(path) if trained else untrained_checkpoint(path, tmp or ROOT / "runs")
     row = {"model": str(path)}
-    photo = data_load.load_image(DEFAULT_PHOTO)
+    photo = load_image(DEFAULT_PHOTO)
     for backend in ("torch", "onnx"):
         det = make_detector(ckpt, backend)
         if backend == "torch":
@@ -283,8 +283,6 @@ def model_row(path, frames=None, progress=True, tmp=None):
 
 def write_table(rows, out_dir, name, title):
     """Print ``rows`` as a table and write ``<name>.md`` and ``<name>.json`` to ``out_dir``."""
-    import pandas as pd
-
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     out_dir = Path(out_dir)
@@ -294,11 +292,8 @@ def write_table(rows, out_dir, name, title):
     lines += ["| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |"
               for r in rows]
     md = f"# {title}\n\n" + "\n".join(lines) + "\n"
-    for path, text in ((out_dir / f"{name}.md", md),
-                       (out_dir / f"{name}.json", json.dumps(rows, indent=1))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    atomic_write_text(out_dir / f"{name}.md", md)
+    atomic_write_json(out_dir / f"{name}.json", rows)
     return out_dir / f"{name}.md"
 
 
@@ -308,7 +303,7 @@ def speed(args):
         print(f"[{backend}] model {args.model} ({detector.meta['arch']} "
               f"{detector.meta['arch_args']}, {detector.size} px), torch threads "
               f"{torch.get_num_threads()}{', flip TTA' if args.flip_tta else ''}")
-        photo = data_load.load_image(DEFAULT_PHOTO)
+        photo = load_image(DEFAULT_PHOTO)
         boxes = detector.detect_faces(photo)
         if len(boxes) == 0:
             print("no face found in the bundled photo", file=sys.stderr)
@@ -317,14 +312,14 @@ def speed(args):
         print(f"keypoint step, batch 1: {step:.2f} ms per face (of which the network's forward "
               f"pass {forward:.2f} ms)")
         sets = [("bundled photo", [DEFAULT_PHOTO])]
-        course = [data_load.COURSE_IMAGES_DIR / n for n in ("obamas.jpg", "the_beatles.jpg",
+        course = [COURSE_IMAGES_DIR / n for n in ("obamas.jpg", "the_beatles.jpg",
                                                              "mona_lisa.jpg")]
         if all(c.is_file() for c in course):
             sets.append(("course photos", course))
-        if data_load.dataset_ready():
-            test = data_load.dataset("test", subset=args.frames)
+        if dataset_ready():
+            test = dataset("test", subset=args.frames)
             sets.append((f"test split ({len(test)} frames)",
-                         [data_load.DATA_DIR / "test" / f for f in test.filenames]))
+                         [DATA_DIR / "test" / f for f in test.filenames]))
         for name, paths in sets:
             median, mean, faces = pipeline_per_image(detector, paths,
                                                      repeat=3 if len(paths) < 10 else 1)

@@ -13,7 +13,6 @@ mapping back to image pixels stay in ``detect.py`` for both back-ends.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -24,23 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import ModelLoadError, atomic_path, load_model
+from models import DEFAULT_MODEL, ModelLoadError, load_model
+from utils import atomic_path, file_sha256
 
-ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = ROOT / "saved_models" / "keypoints_resnet18.pt"
 OPSET = 18
 
 
 class OnnxExportError(ModelLoadError):
     """ONNX export or loading failed; the message says what to do."""
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def onnx_path_for(checkpoint) -> Path:

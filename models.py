@@ -12,10 +12,7 @@ and keypoint normalisation, the command that trained it and its measured metrics
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,8 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from landmarks import N_KEYPOINTS
+from utils import atomic_torch_save, first_line
+
 CHECKPOINT_FORMAT = 1
-N_OUTPUTS = 136  # 68 keypoints x (x, y)
+#: The shipped model.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "saved_models" / "keypoints_resnet18.pt"
+N_OUTPUTS = 2 * N_KEYPOINTS  # (x, y) of each keypoint
 
 
 class Net(nn.Module):
@@ -208,31 +210,6 @@ class ModelLoadError(ValueError):
     """A weights file that cannot be used; the message says what to do."""
 
 
-@contextmanager
-def atomic_path(path):
-    """A temporary file beside ``path`` to write; renamed to ``path`` (an ordinary 0644 file)
-    when the block ends, removed if it raises: never a half-written ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved model is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def checkpoint_meta(arch, arch_args, input_size, crop_scale, kp_mean, kp_std, command=None,
                     metrics=None, **extra):
     """The description stored with the weights."""
@@ -244,7 +221,7 @@ def checkpoint_meta(arch, arch_args, input_size, crop_scale, kp_mean, kp_std, co
         "crop_scale": float(crop_scale),
         "normalization": {"image": "grayscale, pixel / 255",
                           "kp_mean": float(kp_mean), "kp_std": float(kp_std)},
-        "keypoints": 68,
+        "keypoints": N_KEYPOINTS,
         "command": command or " ".join(sys.argv),
         "metrics": dict(metrics or {}),
         **extra,
@@ -265,9 +242,8 @@ def read_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged file
-        first = (str(e).splitlines() or [""])[0]  # an empty file gives a bare EOFError()
         raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
-                             f"{first[:200]}). The file may be damaged or "
+                             f"{first_line(e)}). The file may be damaged or "
                              f"incomplete: copy or train it again.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "arch" not in ckpt:
         raise ModelLoadError(f"{path}: a bare state dict or an unknown format, with no "

@@ -20,24 +20,31 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import data_300w
 import data_load
-from evaluate import nme
-from models import (ModelLoadError, atomic_torch_save, build_model, checkpoint_meta,
+import fetch_data
+from data_load import CROP_SCALE, DataError
+from images import ImageReadError
+from landmarks import N_KEYPOINTS
+from metrics import nme
+from models import (ARCHITECTURES, ModelLoadError, build_model, checkpoint_meta,
                     count_parameters, load_model, load_weights, save_checkpoint)
+from utils import atomic_path, atomic_torch_save, first_line, one_line
 
 ROOT = Path(__file__).resolve().parent
 LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "smoothl1": nn.SmoothL1Loss}
@@ -45,40 +52,63 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch
 SCHEDULES = ("none", "cosine", "step", "plateau")
 
 
+def option(default, help, **kw):
+    """A training setting: its default, its ``--help`` text and (``choices=...``) its values."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass
 class TrainConfig:
-    arch: str = "resnet18"
-    width: int = 32                 # resnet18 only
-    input_size: int = 112
-    pipeline: str = "face"          # "face": face crops (+ augmentation); "course": course transforms
-    crop_scale: float = 1.3
-    loss: str = "l1"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    batch_size: int = 32
-    epochs: int = 30
-    augment: bool = True
-    degrees: float = 25.0
-    flip: float = 0.5               # mirror probability (left/right indices swapped)
-    degrade: float = 0.0            # probability of each of blur, noise, occlusion
-    jitter_scale: float = 0.1       # face-crop size jitter (fraction)
-    jitter_shift: float = 0.06      # face-crop centre jitter (fraction of the side)
-    init: str | None = None         # start from this checkpoint's weights (fine-tuning)
-    extra_data: str = ""            # "300w": add the 300-W crops' training part (split_300w)
-    seed: int = 0
-    val_fraction: float = 0.1
-    patience: int = 20
-    subset: int | None = None       # a small deterministic subset of training frames
-    val_subset: int | None = None
-    out: str = "runs/default"
-    data_dir: str | None = None
-    threads: int | None = None
-    workers: int = 1
-    max_minutes: float | None = None  # stop (cleanly, resumable) after this much training time
-    command: str = ""
-    extra: dict = field(default_factory=dict)
+    """Every setting of a training run: the one declaration that the command line is built
+    from (``build_parser``) and that each checkpoint stores (``train_config``)."""
+    # the model
+    arch: str = option("resnet18", "model architecture (models.py)", choices=tuple(ARCHITECTURES))
+    width: int = option(32, "resnet18 / heatmap encoder channel width (64: torchvision's resnet18)")
+    input_size: int = option(112, "side of the square model input, in pixels")
+    heatmap_weight: float = option(0.01, "heatmap model: weight of the heatmap loss beside the coordinate loss")
+    # the data
+    pipeline: str = option("face", "face crops with augmentation, or the course transforms",
+                           choices=("face", "course"))
+    crop_scale: float = option(CROP_SCALE, "face crop side / larger side of the keypoints' box")
+    extra_data: str = option("", "also train on the training part of the 300-W crops",
+                             choices=("", "300w"))
+    val_fraction: float = option(0.1, "share of the people held out for validation")
+    subset: int | None = option(None, "use only N training frames")
+    val_subset: int | None = option(None, "use only N validation frames")
+    data_dir: str | None = option(None, "the dataset's folder (default: data/)")
+    # augmentation
+    augment: bool = option(True, "augment the training crops (--no-augment: none)")
+    degrees: float = option(25.0, "max rotation")
+    flip: float = option(0.5, "mirror probability (left/right indices swapped)")
+    degrade: float = option(0.0, "probability of each of blur, noise and an occluding patch")
+    jitter_scale: float = option(0.1, "face-crop size jitter (fraction), as from an imprecise face detector")
+    jitter_shift: float = option(0.06, "face-crop centre jitter (fraction of the crop side)")
+    color_jitter: float = option(0.4, "brightness and contrast jitter")
+    # optimisation
+    loss: str = option("l1", "coordinate loss", choices=tuple(LOSSES))
+    optimizer: str = option("adam", "optimiser", choices=tuple(OPTIMIZERS))
+    lr: float = option(1e-3, "learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(1e-4, "weight decay")
+    schedule: str = option("cosine", "learning-rate schedule", choices=SCHEDULES)
+    step_every: int | None = option(None, "step schedule: epochs between decays (default: a third of the epochs)")
+    step_gamma: float = option(0.1, "step schedule: decay factor")
+    plateau_factor: float = option(0.5, "plateau schedule: decay factor")
+    plateau_patience: int = option(3, "plateau schedule: epochs without gain before a decay")
+    batch_size: int = option(32, "training batch size")
+    val_batch_size: int = option(64, "validation batch size")
+    epochs: int = option(30, "number of epochs")
+    patience: int = option(20, "stop early after this many epochs without a validation gain")
+    max_minutes: float | None = option(None, "stop (cleanly, resumable) after this much training time")
+    init: str | None = option(None, "start from the weights of this checkpoint (fine-tuning)")
+    seed: int = option(0, "random seed (also of the split by person)")
+    # the run
+    out: str = option("runs/default", "run folder for log, curves, checkpoints")
+    threads: int | None = option(None, "torch CPU threads")
+    workers: int = option(1, "data loader processes")
+    command: str = option("", "the command that started the run (recorded, not an option)")
 
     def arch_args(self):
         if self.arch == "resnet18":
@@ -97,6 +127,14 @@ class TrainConfig:
     def kp_std(self):
         return self.input_size / 4
 
+    def check(self):
+        """Raise ``ValueError`` naming the option when a setting has no allowed value."""
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed is not None and getattr(self, f.name) not in allowed:
+                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {allowed}, got "
+                                 f"{getattr(self, f.name)!r}")
+
 
 def seed_everything(seed):
     random.seed(seed)
@@ -106,8 +144,8 @@ def seed_everything(seed):
 
 def make_loaders(cfg: TrainConfig):
     """Train and validation loaders, split by person."""
-    full = data_load.dataset("train", data_dir=cfg.data_dir)
-    train_names, val_names = data_load.split_by_person(full.filenames, cfg.val_fraction, cfg.seed)
+    cfg.check()
+    train_names, val_names = data_load.person_split(asdict(cfg))
     if cfg.pipeline == "course":
         tf_train = data_load.course_transform(cfg.input_size, cfg.kp_mean, cfg.kp_std, train=True)
         tf_val = data_load.course_transform(cfg.input_size, cfg.kp_mean, cfg.kp_std, train=False)
@@ -116,14 +154,12 @@ def make_loaders(cfg: TrainConfig):
                                             cfg.kp_std, augment=cfg.augment, degrees=cfg.degrees,
                                             jitter_scale=cfg.jitter_scale,
                                             jitter_shift=cfg.jitter_shift, flip=cfg.flip,
-                                            degrade=cfg.degrade)
+                                            degrade=cfg.degrade, color_jitter=cfg.color_jitter)
         tf_val = data_load.face_transform(cfg.input_size, cfg.crop_scale, cfg.kp_mean, cfg.kp_std)
     train_ds = data_load.dataset("train", tf_train, cfg.data_dir, names=train_names,
                                  subset=cfg.subset, seed=cfg.seed)
     if cfg.extra_data == "300w":
         train_ds = torch.utils.data.ConcatDataset([train_ds, extra_300w(cfg, tf_train)])
-    elif cfg.extra_data:
-        raise ValueError(f"--extra-data must be '300w' or empty, got {cfg.extra_data!r}")
     val_ds = data_load.dataset("train", tf_val, cfg.data_dir, names=val_names,
                                subset=cfg.val_subset, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -131,20 +167,18 @@ def make_loaders(cfg: TrainConfig):
                   worker_init_fn=_worker_init)
     train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
                           generator=gen, **common)
-    val_dl = DataLoader(val_ds, 64, shuffle=False, **common)
+    val_dl = DataLoader(val_ds, cfg.val_batch_size, shuffle=False, **common)
     return train_dl, val_dl
 
 
 def extra_300w(cfg, transform):
-    """The training part of the 300-W crops (``data_load.split_300w``; the held-out part is
+    """The training part of the 300-W crops (``data_300w.split_300w``; the held-out part is
     for ``evaluate.py --split 300w --holdout``), through the same transform."""
-    folder = data_load.fetch_300w(cfg.data_dir, quiet=True)
-    if folder is None:
-        raise data_load.DataError("--extra-data 300w needs data/300w_train: set "
-                                  f"${data_load.MIRROR_ENV} or convert 300-W with "
-                                  "`python data_load.py --convert-300w`")
-    train_names, _ = data_load.split_300w_files(cfg.data_dir)
-    return data_load.dataset_300w(transform, cfg.data_dir, names=train_names)
+    if fetch_data.fetch_300w(cfg.data_dir, quiet=True) is None:
+        raise DataError("--extra-data 300w needs data/300w_train: set "
+                        f"${fetch_data.MIRROR_ENV} or convert 300-W with `python data_300w.py`")
+    train_names, _ = data_300w.split_300w_files(cfg.data_dir)
+    return data_300w.dataset_300w(transform, cfg.data_dir, names=train_names)
 
 
 def _worker_init(worker_id):
@@ -181,28 +215,34 @@ def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, pro
                 optimizer.step()
             total += loss.item() * len(images)
             count += len(images)
-            nmes.append(nme(outputs.detach().view(-1, 68, 2).numpy() * kp_std,
+            nmes.append(nme(outputs.detach().view(-1, N_KEYPOINTS, 2).numpy() * kp_std,
                             batch["keypoints"].numpy() * kp_std))
             bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1), float(np.concatenate(nmes).mean()) if nmes else float("nan")
+
+
+def make_optimizer(cfg, model):
+    args = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "sgd":
+        args["momentum"] = cfg.momentum
+    return OPTIMIZERS[cfg.optimizer](model.parameters(), **args)
 
 
 def make_scheduler(cfg, optimizer):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(cfg.epochs // 3, 1),
-                                               gamma=0.1)
+        step = cfg.step_every or max(cfg.epochs // 3, 1)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=cfg.step_gamma)
     if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
     return None
 
 
 def plot_curves(history, path):
     """Train/val loss and val NME per epoch, saved as a PNG (no global matplotlib state, so a
     notebook's inline figures keep working)."""
-    from matplotlib.figure import Figure
-
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 3.5))
     a, b = fig.subplots(1, 2)
@@ -212,25 +252,35 @@ def plot_curves(history, path):
     b.plot(epochs, [100 * h["val_nme"] for h in history], color="C2")
     b.set_xlabel("epoch"), b.set_ylabel("validation NME (%)")
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 def write_log(history, path):
-    tmp = Path(path).with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
+
+
+def load_training_state(path):
+    """The state ``train`` writes to ``RUN/last.pt`` after every epoch, checked."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        missing = [k for k in ("model", "optimizer", "epoch", "history", "best_nme")
+                   if k not in state]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except Exception as e:  # torch raises many kinds for a damaged file
+        raise ModelLoadError(f"{path}: not a readable training checkpoint "
+                             f"({type(e).__name__}: {first_line(e)}). Delete it to start "
+                             f"afresh, or resume from a copy of the run folder.") from None
+    return state
 
 
 def train(cfg: TrainConfig, resume=False, progress=True):
     """Train a model as ``cfg`` says. Returns a dict with the best val NME, epochs and paths."""
-    if cfg.loss not in LOSSES or cfg.optimizer not in OPTIMIZERS or cfg.schedule not in SCHEDULES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, optimizer one of "
-                         f"{sorted(OPTIMIZERS)}, schedule one of {SCHEDULES}")
+    cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -242,25 +292,12 @@ def train(cfg: TrainConfig, resume=False, progress=True):
     if cfg.init and not (resume and last_path.is_file()):
         init_from(model, cfg)
     criterion = LOSSES[cfg.loss]()
-    opt_args = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.optimizer == "sgd":
-        opt_args["momentum"] = 0.9
-    optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), **opt_args)
+    optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
 
     history, best_nme, start_epoch, elapsed = [], math.inf, 1, 0.0
     if resume and last_path.is_file():
-        try:
-            state = torch.load(last_path, map_location="cpu", weights_only=False)
-            missing = [k for k in ("model", "optimizer", "epoch", "history", "best_nme")
-                       if k not in state]
-            if missing:
-                raise KeyError(f"no {', '.join(missing)}")
-        except Exception as e:  # torch raises many kinds for a damaged file
-            first = (str(e).splitlines() or [""])[0]
-            raise ModelLoadError(f"{last_path}: not a readable training checkpoint "
-                                 f"({type(e).__name__}: {first[:200]}). Delete it to start "
-                                 f"afresh, or resume from a copy of the run folder.") from None
+        state = load_training_state(last_path)
         load_weights(model, state["model"], last_path)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
@@ -290,9 +327,10 @@ def train(cfg: TrainConfig, resume=False, progress=True):
         t0 = time.perf_counter()
         train_loss, train_nme = run_epoch(model, train_dl, criterion, optimizer,
                                           desc=f"epoch {epoch}/{cfg.epochs}", kp_std=cfg.kp_std,
-                                          progress=progress)
+                                          progress=progress, heatmap_weight=cfg.heatmap_weight)
         val_loss, val_nme = run_epoch(model, val_dl, criterion, desc="validation",
-                                      kp_std=cfg.kp_std, progress=progress)
+                                      kp_std=cfg.kp_std, progress=progress,
+                                      heatmap_weight=cfg.heatmap_weight)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_nme)
@@ -347,73 +385,44 @@ def init_from(model, cfg: TrainConfig):
     load_weights(model, init_model.state_dict(), cfg.init)
 
 
-def parse_args(argv=None):
-    d = TrainConfig()
+def build_parser():
+    """The command line, built from ``TrainConfig``: one option per field (``--no-X`` for a
+    setting that is on by default), plus ``--resume``."""
+    hints = typing.get_type_hints(TrainConfig)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arch", default=d.arch, choices=["net", "resnet18", "heatmap"])
-    p.add_argument("--width", type=int, default=d.width,
-                   help="resnet18 / heatmap encoder channel width (64: torchvision's resnet18)")
-    p.add_argument("--input-size", type=int, default=d.input_size)
-    p.add_argument("--pipeline", default=d.pipeline, choices=["face", "course"],
-                   help="face crops with augmentation, or the course transforms")
-    p.add_argument("--crop-scale", type=float, default=d.crop_scale,
-                   help="face crop side / larger side of the keypoints' box")
-    p.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
-    p.add_argument("--optimizer", default=d.optimizer, choices=sorted(OPTIMIZERS))
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument("--degrees", type=float, default=d.degrees, help="max rotation")
-    p.add_argument("--flip", type=float, default=d.flip, help="mirror probability")
-    p.add_argument("--degrade", type=float, default=d.degrade,
-                   help="probability of each of blur, noise and an occluding patch")
-    p.add_argument("--jitter-scale", type=float, default=d.jitter_scale,
-                   help="face-crop size jitter (fraction), as from an imprecise face detector")
-    p.add_argument("--jitter-shift", type=float, default=d.jitter_shift,
-                   help="face-crop centre jitter (fraction of the crop side)")
-    p.add_argument("--init", default=None,
-                   help="start from the weights of this checkpoint (fine-tuning)")
-    p.add_argument("--extra-data", default="", choices=["", "300w"],
-                   help="also train on the training part of the 300-W crops")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--subset", type=int, default=None, help="use only N training frames")
-    p.add_argument("--val-subset", type=int, default=None)
-    p.add_argument("--out", default=d.out, help="run folder for log, curves, checkpoints")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
-    p.add_argument("--max-minutes", type=float, default=None)
+    for f in fields(TrainConfig):
+        if f.name == "command":
+            continue
+        kind = hints[f.name]
+        kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=f.metadata["help"])
+        else:
+            p.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"],
+                           choices=f.metadata.get("choices"))
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """``(TrainConfig, resume)`` from the command line; the config records the command."""
+    args = build_parser().parse_args(argv)
     resume = args.__dict__.pop("resume")
     cfg = TrainConfig(**vars(args))
-    cfg.command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    cfg.command = "python train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     return cfg, resume
-
-
-def _one_line(error) -> str:
-    """The message of an error; for one re-raised from a data loader worker, which carries the
-    worker's traceback in its text, only the original message."""
-    text = str(error)
-    if "Original Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
-    return text
 
 
 def main(argv=None):
     cfg, resume = parse_args(argv)
     try:
-        data_load.fetch_dataset(cfg.data_dir, quiet=True)
+        fetch_data.fetch_dataset(cfg.data_dir, quiet=True)
         train(cfg, resume=resume)
-    except (data_load.DataError, data_load.ImageReadError, ModelLoadError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+    except (DataError, ImageReadError, ModelLoadError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         if not isinstance(e, ModelLoadError) and Path(cfg.out, "last.pt").is_file():
             print(f"(the last finished epoch is in {Path(cfg.out, 'last.pt')}; once this is "
                   f"fixed, add --resume to continue from it)", file=sys.stderr)

@@ -24,6 +24,8 @@ def pytest_configure(config):
                             "ignore:The given NumPy array is not writable:UserWarning")
 
 import data_load  # noqa: E402
+import fetch_data  # noqa: E402
+import landmarks  # noqa: E402
 
 # The first row of training_frames_keypoints.csv (Luis_Fonsi_21.jpg), in iBUG order: a real
 # face layout, written out here so that the tests do not need the dataset.
@@ -120,7 +122,7 @@ def sparse_sample():
 # --------------------------------------------------------------------------------------------
 def write_keypoints_csv(path, names, points_list):
     """A keypoint CSV in the course layout (unnamed index column of file names, 136 columns)."""
-    header = "," + ",".join(str(i) for i in range(2 * data_load.N_KEYPOINTS))
+    header = "," + ",".join(str(i) for i in range(2 * landmarks.N_KEYPOINTS))
     lines = [header]
     for name, pts in zip(names, points_list):
         flat = np.asarray(pts, dtype=np.float64).reshape(-1)
@@ -197,7 +199,8 @@ def build_fake_zip(path, drop_image=None):
 def fake_mirror(tmp_path, monkeypatch):
     """``$FKP_DATA_MIRROR`` set to a folder with a small fake zip; ``SPLITS`` made to fit it."""
     mirror = tmp_path / "mirror"
-    build_fake_zip(mirror / data_load.DATA_ZIP)
+    build_fake_zip(mirror / fetch_data.DATA_ZIP)
     monkeypatch.setattr(data_load, "SPLITS", FAKE_SPLITS)
-    monkeypatch.setenv(data_load.MIRROR_ENV, str(mirror))
+    monkeypatch.setattr(fetch_data, "SPLITS", FAKE_SPLITS)
+    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(mirror))
     return mirror

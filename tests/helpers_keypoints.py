@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 import data_load  # noqa: E402
 import models  # noqa: E402
+import landmarks  # noqa: E402
 
 ASTRONAUT = ROOT / "images" / "astronaut.jpg"
 #: The Haar box of the face in images/astronaut.jpg, measured once (x, y, w, h).
@@ -43,8 +44,8 @@ def random_face(rng, eye_y=50.0, left=30.0, interocular=40.0, spread=30.0):
     """68 random points around a face whose outer eye corners (36, 45) are ``interocular``
     apart horizontally: the NME normaliser is exactly ``interocular``."""
     pts = rng.uniform(-spread, spread, (68, 2)) + [left + interocular / 2, eye_y + 10]
-    pts[data_load.RIGHT_EYE_OUTER] = [left, eye_y]
-    pts[data_load.LEFT_EYE_OUTER] = [left + interocular, eye_y]
+    pts[landmarks.RIGHT_EYE_OUTER] = [left, eye_y]
+    pts[landmarks.LEFT_EYE_OUTER] = [left + interocular, eye_y]
     return pts
 
 

@@ -55,11 +55,19 @@ import detect
 import evaluate
 import models
 import train
-from data_load import DataError, ImageReadError
+from data_load import DataError
+from images import ImageReadError
 from models import ModelLoadError
+import detectors  # noqa: E402
+import fetch_data  # noqa: E402
+import images  # noqa: E402
+import landmarks  # noqa: E402
+import pipeline  # noqa: E402
+import ship  # noqa: E402
+import utils  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-ENV.pop(dl.MIRROR_ENV, None)
+ENV.pop(fetch_data.MIRROR_ENV, None)
 
 
 def run_py(*args, timeout=300):
@@ -79,7 +87,7 @@ def tiny_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def astronaut():
-    return dl.load_image(ASTRONAUT)
+    return images.load_image(ASTRONAUT)
 
 
 # ============================================================================================
@@ -88,7 +96,7 @@ def astronaut():
 BIG_SIDE, BIG_SCALE, BIG_AT = 10_000, 8, (3000, 2000)   # the astronaut x8 pasted at (x, y)
 
 
-class SpyHaar(detect.HaarFaceDetector):
+class SpyHaar(detectors.HaarFaceDetector):
     """The default Haar detector, recording the size of every image the cascades scan."""
 
     def __init__(self):
@@ -130,7 +138,7 @@ def exif_rotated(upright):
 
 def big_photo():
     canvas = np.full((BIG_SIDE, BIG_SIDE, 3), 120, np.uint8)
-    face = cv2.resize(dl.load_image(ASTRONAUT), None, fx=BIG_SCALE, fy=BIG_SCALE,
+    face = cv2.resize(images.load_image(ASTRONAUT), None, fx=BIG_SCALE, fy=BIG_SCALE,
                       interpolation=cv2.INTER_LINEAR)
     x, y = BIG_AT
     canvas[y:y + face.shape[0], x:x + face.shape[1]] = face
@@ -304,7 +312,7 @@ def cli_runs(image_inputs, tiny_ckpt, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spy_detector(tiny_ckpt):
-    return detect.FaceKeypointDetector(tiny_ckpt, detector=SpyHaar())
+    return pipeline.FaceKeypointDetector(tiny_ckpt, detector=SpyHaar())
 
 
 def pillow_warnings(records):
@@ -343,7 +351,7 @@ def test_image_case(case, image_inputs, spy_detector, cli_runs, astronaut):
         else:
             faces = spy_detector.get_landmarks(path)
             cpu = time.process_time() - t0
-            image = dl.load_image(path)
+            image = images.load_image(path)
             assert image.shape == (*case.shape, 3) and image.dtype == np.uint8
             check_faces(faces, case, image.shape)
             if case.pixels:
@@ -455,7 +463,7 @@ def test_model_case(kind, tmp_path, tiny_ckpt):
     path = tmp_path / f"{kind}.pt"
     _write_model_case(kind, path, tiny_ckpt)
     with pytest.raises(ModelLoadError) as err:
-        detect.FaceKeypointDetector(path)
+        pipeline.FaceKeypointDetector(path)
     message = str(err.value)
     assert message.startswith(str(path)) and re.search(MODEL_CASES[kind], message), message
     out_json = tmp_path / "out.json"
@@ -479,7 +487,7 @@ ROW, LINE = 1, 3       # the row a case damages: the second, on line 3 of the CS
 @pytest.fixture
 def fake_data(fake_mirror, tmp_path):
     """A complete (fake, small) dataset in a data folder of its own."""
-    return dl.fetch_dataset(tmp_path / "data", quiet=True)
+    return fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
 
 
 def _rewrite_row(data_dir, change):
@@ -555,7 +563,7 @@ DATA_CASES = [
 def test_data_case(case, fake_data):
     name = case.damage(fake_data)
     csv_path = str(fake_data / CSV)
-    problems = dl.check_dataset(fake_data)
+    problems = fetch_data.check_dataset(fake_data)
     if case.problem is None:
         assert problems == []
     else:
@@ -595,25 +603,25 @@ def test_a_little_outside_is_legitimate_on_the_real_data_too():
 def test_half_extracted_data_folder_is_repaired(fake_mirror, tmp_path):
     """An interrupted set-up of an older version left the CSVs but not all images, and no
     .complete marker: not ready, check_dataset says what is missing, fetch_dataset repairs it."""
-    data = dl.fetch_dataset(tmp_path / "data", quiet=True)
-    (data / dl.COMPLETE_MARKER).unlink()
+    data = fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
+    (data / fetch_data.COMPLETE_MARKER).unlink()
     for folder in ("training", "test"):
         for image in sorted((data / folder).iterdir())[1:]:
             image.unlink()
-    assert not dl.dataset_ready(data)
-    problems = dl.check_dataset(data)
+    assert not fetch_data.dataset_ready(data)
+    problems = fetch_data.check_dataset(data)
     assert len(problems) == 2 and all("missing" in p for p in problems), problems
-    assert dl.fetch_dataset(data, quiet=True) == data
-    assert dl.dataset_ready(data) and dl.check_dataset(data) == []
+    assert fetch_data.fetch_dataset(data, quiet=True) == data
+    assert fetch_data.dataset_ready(data) and fetch_data.check_dataset(data) == []
     assert len(dl.dataset("train", data_dir=data)) == FAKE_SPLITS["train"][2]
 
 
 def _html_zip(folder):
-    (folder / dl.DATA_ZIP).write_text("<html><body>Please log in</body></html>")
+    (folder / fetch_data.DATA_ZIP).write_text("<html><body>Please log in</body></html>")
 
 
 def _other_zip(folder):
-    with zipfile.ZipFile(folder / dl.DATA_ZIP, "w") as z:
+    with zipfile.ZipFile(folder / fetch_data.DATA_ZIP, "w") as z:
         z.writestr("obamas.jpg", _encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
 
 
@@ -645,12 +653,12 @@ def test_mirror_case(kind, tmp_path, monkeypatch, capsys):
     data.mkdir()
     (data / "notes.txt").write_text("the user's own file")
     target = make(mirror, data)
-    monkeypatch.setenv(dl.MIRROR_ENV, str(target))
+    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(target))
     with pytest.raises(DataError, match=pattern):
-        dl.fetch_dataset(data, quiet=True)
-    assert listing(data) == ["notes.txt"] and not dl.dataset_ready(data)
+        fetch_data.fetch_dataset(data, quiet=True)
+    assert listing(data) == ["notes.txt"] and not fetch_data.dataset_ready(data)
     # the command: exit status 1 and one "error:" line
-    assert dl.main(["--data-dir", str(data), "--images-dir", str(tmp_path / "img")]) == 1
+    assert fetch_data.main(["--data-dir", str(data), "--images-dir", str(tmp_path / "img")]) == 1
     err = capsys.readouterr().err      # (with the progress bars of an extraction)
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert re.search(pattern, line) and "Traceback" not in err, err
@@ -678,7 +686,7 @@ def make_training_data(root, people=30, frames=3, size=64, bad_row=None):
         points[bad_row] = points[bad_row] + [0, 5 * size]          # far below the image
     write_keypoints_csv(root / dl.SPLITS["train"][0], names, points)
     write_keypoints_csv(root / dl.SPLITS["test"][0], names[:3], points[:3])
-    (root / dl.COMPLETE_MARKER).write_text("made by the tests\n")
+    (root / fetch_data.COMPLETE_MARKER).write_text("made by the tests\n")
     return root
 
 
@@ -707,14 +715,14 @@ def test_resume_from_an_unusable_last_checkpoint(training_data, tmp_path, damage
     out = tmp_path / "run"
     out.mkdir()
     if damage == "truncated":
-        models.atomic_torch_save({"model": {}, "epoch": 1}, out / "last.pt")
+        utils.atomic_torch_save({"model": {}, "epoch": 1}, out / "last.pt")
         data = (out / "last.pt").read_bytes()
         (out / "last.pt").write_bytes(data[: len(data) // 2])
         pattern = r"last\.pt: not a readable training checkpoint .*Delete it to start afresh"
     else:
         net = models.ResNet18Keypoints(width=16)
         opt = torch.optim.Adam(net.parameters())
-        models.atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+        utils.atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
                                   "epoch": 1, "history": [], "best_nme": 1.0}, out / "last.pt")
         pattern = r"last\.pt: these weights do not fit a ResNet18Keypoints"
     before = (out / "last.pt").read_bytes()
@@ -801,9 +809,9 @@ def test_shipping_interrupted_leaves_the_shipped_model_as_it_was(tiny_ckpt, tmp_
 
     monkeypatch.setattr(torch, "save", save_then_fail)
     metrics = {"faces": 1, "faces_found": 1, "nme_mean": 0.1, "nme_median": 0.1, "auc@8": 0.5,
-               "fr@8": 0.1, "rmse_px": 3.0, **{f"nme_{k}": 0.1 for k in dl.REGIONS}}
+               "fr@8": 0.1, "rmse_px": 3.0, **{f"nme_{k}": 0.1 for k in landmarks.REGIONS}}
     with pytest.raises(interrupt):
-        evaluate.ship_model(tiny_ckpt, dest, {"crop": metrics})
+        ship.ship_model(tiny_ckpt, dest, {"crop": metrics})
     monkeypatch.undo()
     assert listing(dest.parent) == expected               # no temporary file, no card
     if old is not None:
@@ -837,10 +845,10 @@ class _CutResponse:
                          ids=["connection-reset", "incomplete-read", "ctrl-c"])
 @pytest.mark.parametrize("before", ["no-data-folder", "data-folder-with-a-file"])
 def test_setup_killed_mid_download_leaves_data_as_it_was(tmp_path, monkeypatch, error, before):
-    monkeypatch.delenv(dl.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(dl.IMAGES_MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch_data.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch_data.IMAGES_MIRROR_ENV, raising=False)
     data = tmp_path / "data"
-    monkeypatch.setattr(dl, "DATA_DIR", data)
+    monkeypatch.setattr(fetch_data, "DATA_DIR", data)
     if before == "data-folder-with-a-file":
         data.mkdir()
         (data / "notes.txt").write_text("mine")
@@ -851,12 +859,12 @@ def test_setup_killed_mid_download_leaves_data_as_it_was(tmp_path, monkeypatch, 
         calls.append(url)
         return _CutResponse(error)
 
-    monkeypatch.setattr(dl.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(fetch_data.urllib.request, "urlopen", urlopen)
     if isinstance(error, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
-            dl.fetch_dataset(quiet=True)
+            fetch_data.fetch_dataset(quiet=True)
     else:
-        with pytest.raises(DataError, match=rf"could not download .*set \${dl.MIRROR_ENV}"):
-            dl.fetch_dataset(quiet=True)
-    assert calls == [dl.DATA_URL]
-    assert listing(data) == expected and not dl.dataset_ready(data)
+        with pytest.raises(DataError, match=rf"could not download .*set \${fetch_data.MIRROR_ENV}"):
+            fetch_data.fetch_dataset(quiet=True)
+    assert calls == [fetch_data.DATA_URL]
+    assert listing(data) == expected and not fetch_data.dataset_ready(data)

@@ -12,7 +12,10 @@ from helpers_keypoints import ASTRONAUT, needs_data
 
 import benchmark
 import data_load
-from evaluate import nme
+from metrics import nme
+import detectors  # noqa: E402
+import images  # noqa: E402
+import pipeline  # noqa: E402
 
 needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or
                                 importlib.util.find_spec("face_recognition_models") is None,
@@ -21,13 +24,11 @@ needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or
 
 @needs_dlib
 def test_dlib_finds_the_astronaut_and_agrees_roughly_with_the_shipped_model():
-    from detect import FaceKeypointDetector
-
     dlib_pipe = benchmark.DlibPipeline(upsample=0)
-    image = data_load.load_image(ASTRONAUT)
+    image = images.load_image(ASTRONAUT)
     gray = image.mean(axis=2).astype(np.uint8)
     rects = dlib_pipe.detect(gray)
-    ours = FaceKeypointDetector().get_landmarks(image)[0].keypoints
+    ours = pipeline.FaceKeypointDetector().get_landmarks(image)[0].keypoints
     # dlib also fires on the mission patch (a second box); the face is the one on our face
     j = benchmark._dlib_match([dlib_pipe.box(r) for r in rects], ours)
     assert j is not None
@@ -63,8 +64,8 @@ class KnownAnswers:
             return np.zeros((0, 4))
         x, y, w, h = data_load.keypoint_box(self.dataset[i]["keypoints"])
         side = max(w, h)
-        # the Haar box that detect.crop_for_box maps onto this face's crop
-        from detect import FACE_BOX_TO_CROP as c
+        # the Haar box that detectors.crop_for_box maps onto this face's crop
+        c = detectors.FACE_BOX_TO_CROP
         bw = side / c["size"]
         cx, cy = x + w / 2 - c["dx"] * bw, y + h / 2 - c["dy"] * bw
         self.current = i

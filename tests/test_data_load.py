@@ -27,6 +27,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import data_load as dl
+import data_300w
+import fetch_data
+import images
+import landmarks
 from conftest import (FACE_ROW, FAKE_SPLITS, IMG_H, IMG_W, MARKER_COLORS, build_fake_zip,
                       draw_dots, face_layout, write_keypoints_csv)
 
@@ -124,7 +128,7 @@ def signature(rgb):
 def assert_markers(image, pts, flipped=False):
     """Each marker index sits on the dot of its own colour (of its mirror after a flip)."""
     for i in MARKER_COLORS:
-        source = dl.FLIP_INDICES[i] if flipped else i
+        source = landmarks.FLIP_INDICES[i] if flipped else i
         x, y = pts[i]
         if not inside(image, [[x, y]], margin=1)[0]:
             continue
@@ -163,7 +167,7 @@ def test_horizontal_flip_moves_each_index_to_the_mirrored_dot(face_sample, spars
     assert_markers(out["image"], out["keypoints"], flipped=True)
     # Exactly the mirror (pixel centres: x -> W - 1 - x) of the mirrored index.
     src = face_sample["keypoints"]
-    expected = np.stack([IMG_W - 1 - src[:, 0], src[:, 1]], axis=1)[list(dl.FLIP_INDICES)]
+    expected = np.stack([IMG_W - 1 - src[:, 0], src[:, 1]], axis=1)[list(landmarks.FLIP_INDICES)]
     np.testing.assert_allclose(out["keypoints"], expected, atol=1e-4)
     # The outer corner of the right eye (36) is the mirrored left-eye corner (45): green dot.
     assert colour_at(out["image"], *out["keypoints"][36]) == (0, 1, 0)
@@ -347,7 +351,7 @@ def test_face_transform_augmented_is_precise_on_isolated_points():
     size, width = 160, 130
     pts = face_layout(width=width)
     dist = (np.linalg.norm(pts[:, None] - pts[None], axis=2) + np.eye(68) * 1e9).min(1)
-    flip = np.array(dl.FLIP_INDICES)
+    flip = np.array(landmarks.FLIP_INDICES)
     isolated = np.flatnonzero((dist >= 10.5) & (dist[flip] >= 10.5))
     assert len(isolated) >= 10
     sample = {"image": draw_dots(pts, radius=3.0), "keypoints": pts}
@@ -393,7 +397,7 @@ def test_face_transform_flip_0_never_mirrors_and_degrade_keeps_keypoints(face_po
 # 2. The flip table
 # --------------------------------------------------------------------------------------------
 def test_flip_indices_is_an_involutive_permutation():
-    f = np.array(dl.FLIP_INDICES)
+    f = np.array(landmarks.FLIP_INDICES)
     assert len(f) == 68
     assert sorted(f) == list(range(68))
     assert np.array_equal(f[f], np.arange(68))
@@ -403,11 +407,11 @@ def test_flip_indices_is_an_involutive_permutation():
                                  (37, 44), (38, 43), (40, 47), (41, 46), (60, 64), (65, 67),
                                  (55, 59), (8, 8)])
 def test_flip_indices_pairs(a, b):
-    assert dl.FLIP_INDICES[a] == b and dl.FLIP_INDICES[b] == a
+    assert landmarks.FLIP_INDICES[a] == b and landmarks.FLIP_INDICES[b] == a
 
 
 def test_flip_indices_fixed_points():
-    fixed = [i for i in range(68) if dl.FLIP_INDICES[i] == i]
+    fixed = [i for i in range(68) if landmarks.FLIP_INDICES[i] == i]
     assert fixed == [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]
 
 
@@ -415,7 +419,7 @@ def test_flip_of_real_layout_keeps_the_face_semantics():
     pts = np.asarray(FACE_ROW, dtype=np.float64)
     mirrored = np.stack([IMG_W - 1 - pts[:, 0], pts[:, 1]], axis=1)
     assert mirrored[36:42, 0].max() > mirrored[42:48, 0].min()  # without re-indexing: swapped
-    flipped = mirrored[list(dl.FLIP_INDICES)]
+    flipped = mirrored[list(landmarks.FLIP_INDICES)]
     assert flipped[36:42, 0].max() < flipped[42:48, 0].min()
     assert flipped[0, 0] < flipped[16, 0] and flipped[48, 0] < flipped[54, 0]
     assert flipped[36, 0] < flipped[39, 0] < flipped[42, 0] < flipped[45, 0]
@@ -444,12 +448,12 @@ def test_flip_of_mean_face_is_the_mean_face():
     gives it back to within 0.12 (the eye corners are 2 apart); plausible wrong tables do not."""
     frame = dl.read_keypoints_csv(dl.DATA_DIR / dl.SPLITS["train"][0])
     mean = _eye_aligned(frame.iloc[:, 1:].to_numpy(np.float64).reshape(-1, 68, 2)).mean(0)
-    err = _mirror_error(mean, dl.FLIP_INDICES)
+    err = _mirror_error(mean, landmarks.FLIP_INDICES)
     assert err.max() < 0.12, f"point {err.argmax()} off by {err.max():.3f}"
     swaps = [((37, 43), (38, 44)), ((40, 46), (41, 47)), ((49, 52), (50, 53)),
              ((1, 14), (2, 15)), ((18, 24), (19, 25))]
     for (a, b), (c, d) in swaps:
-        wrong = list(dl.FLIP_INDICES)
+        wrong = list(landmarks.FLIP_INDICES)
         wrong[a], wrong[b], wrong[c], wrong[d] = b, a, d, c
         assert _mirror_error(mean, wrong).max() > 0.15, f"wrong pairs {a}-{b}, {c}-{d} pass"
 
@@ -661,7 +665,7 @@ def test_load_image_reads_by_content(tmp_path, mode):
         im, fmt = Image.new(mode, (w, h), color), "PNG"
         expect_left = expect_right = (0, 200, 0)
     path = _save(tmp_path / "face.jpg", im, fmt)  # the extension says JPEG, whatever it is
-    arr = dl.load_image(path)
+    arr = images.load_image(path)
     assert arr.shape == (h, w, 3) and arr.dtype == np.uint8
     tol = 6 if fmt == "JPEG" else 0
     np.testing.assert_allclose(arr[h // 2, 1], expect_left, atol=tol)
@@ -673,12 +677,12 @@ def test_load_image_drops_alpha_and_turns_exif_rotated_upright(tmp_path):
     arr[..., 0] = 255
     arr[..., 3] = 0  # fully transparent: the colour stays, alpha is dropped
     Image.fromarray(arr, "RGBA").save(tmp_path / "a.png")
-    assert dl.load_image(tmp_path / "a.png").shape == (10, 20, 3)
+    assert images.load_image(tmp_path / "a.png").shape == (10, 20, 3)
     im = Image.new("RGB", (20, 10), (0, 0, 0))
     exif = im.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees
     im.save(tmp_path / "rot.jpg", exif=exif)
-    assert dl.load_image(tmp_path / "rot.jpg").shape == (20, 10, 3)
+    assert images.load_image(tmp_path / "rot.jpg").shape == (20, 10, 3)
 
 
 def test_split_by_person(fake_dataset):
@@ -707,7 +711,7 @@ def test_split_by_person_on_real_data():
 
 @needs_data
 def test_check_dataset_on_real_data():
-    assert dl.check_dataset(dl.DATA_DIR) == []
+    assert fetch_data.check_dataset(dl.DATA_DIR) == []
     s = dl.dataset("test")[0]
     h, w = s["image"].shape[:2]
     assert s["keypoints"].shape == (68, 2)
@@ -741,7 +745,7 @@ def test_csv_with_nan_names_the_line(tmp_path):
 
 
 def test_missing_csv_tells_how_to_fetch(tmp_path):
-    with pytest.raises(dl.DataError, match=r"python data_load\.py"):
+    with pytest.raises(dl.DataError, match=r"python fetch_data\.py"):
         dl.FacialKeypointsDataset(tmp_path / "nope.csv", tmp_path)
 
 
@@ -754,7 +758,7 @@ def test_empty_csv(tmp_path):
 def test_missing_image_file(fake_dataset):
     (fake_dataset["images"] / fake_dataset["names"][2]).unlink()
     ds = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"])
-    with pytest.raises(dl.ImageReadError, match="no such file"):
+    with pytest.raises(images.ImageReadError, match="no such file"):
         ds[2]
     assert ds[3]["image"].shape == (32, 40, 3)
 
@@ -762,8 +766,8 @@ def test_missing_image_file(fake_dataset):
 @pytest.mark.parametrize("content", [b"this is not a picture\n", b""])
 def test_unreadable_image_file(tmp_path, content):
     (tmp_path / "face.jpg").write_bytes(content)
-    with pytest.raises(dl.ImageReadError, match="not a readable image"):
-        dl.load_image(tmp_path / "face.jpg")
+    with pytest.raises(images.ImageReadError, match="not a readable image"):
+        images.load_image(tmp_path / "face.jpg")
 
 
 def test_truncated_png(tmp_path):
@@ -771,13 +775,13 @@ def test_truncated_png(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
     (tmp_path / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(dl.ImageReadError, match=r"cut\.png.*not a readable image"):
-        dl.load_image(tmp_path / "cut.png")
+    with pytest.raises(images.ImageReadError, match=r"cut\.png.*not a readable image"):
+        images.load_image(tmp_path / "cut.png")
 
 
 def test_folder_is_not_an_image(tmp_path):
-    with pytest.raises(dl.ImageReadError, match="folder"):
-        dl.load_image(tmp_path)
+    with pytest.raises(images.ImageReadError, match="folder"):
+        images.load_image(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -796,12 +800,12 @@ def mtimes(folder):
 
 def test_fetch_from_mirror_extracts_checks_and_marks(fake_mirror, tmp_path):
     target = tmp_path / "data"
-    assert not dl.dataset_ready(target)
-    assert dl.fetch_dataset(target, quiet=True) == target
-    assert dl.dataset_ready(target) and (target / dl.COMPLETE_MARKER).is_file()
-    assert dl.check_dataset(target) == []
+    assert not fetch_data.dataset_ready(target)
+    assert fetch_data.fetch_dataset(target, quiet=True) == target
+    assert fetch_data.dataset_ready(target) and (target / fetch_data.COMPLETE_MARKER).is_file()
+    assert fetch_data.check_dataset(target) == []
     assert sorted(os.listdir(target)) == sorted(
-        [dl.COMPLETE_MARKER, "test", "test_frames_keypoints.csv", "training",
+        [fetch_data.COMPLETE_MARKER, "test", "test_frames_keypoints.csv", "training",
          "training_frames_keypoints.csv"])  # no temp folder, no __MACOSX
     ds = dl.dataset("train", data_dir=target)
     assert len(ds) == 4 and ds[0]["image"].shape == (32, 40, 3)
@@ -809,10 +813,10 @@ def test_fetch_from_mirror_extracts_checks_and_marks(fake_mirror, tmp_path):
 
 def test_fetch_second_run_is_a_no_op(fake_mirror, tmp_path):
     target = tmp_path / "data"
-    dl.fetch_dataset(target, quiet=True)
+    fetch_data.fetch_dataset(target, quiet=True)
     before = mtimes(target)
-    (fake_mirror / dl.DATA_ZIP).unlink()  # a second extraction could not even start
-    dl.fetch_dataset(target, quiet=True)
+    (fake_mirror / fetch_data.DATA_ZIP).unlink()  # a second extraction could not even start
+    fetch_data.fetch_dataset(target, quiet=True)
     assert mtimes(target) == before
 
 
@@ -821,9 +825,9 @@ def test_fetch_replaces_stale_pieces_of_an_unfinished_setup(fake_mirror, tmp_pat
     (target / "training").mkdir(parents=True)
     (target / "training" / "junk.jpg").write_bytes(b"x")
     (target / "test_frames_keypoints.csv").write_text("half a file")
-    dl.fetch_dataset(target, quiet=True)
+    fetch_data.fetch_dataset(target, quiet=True)
     assert not (target / "training" / "junk.jpg").exists()
-    assert dl.check_dataset(target) == []
+    assert fetch_data.check_dataset(target) == []
 
 
 def _corrupt_member(zip_path, member):
@@ -841,7 +845,7 @@ def _corrupt_member(zip_path, member):
 @pytest.mark.parametrize("damage", ["truncated", "corrupt_member", "missing_image"])
 @pytest.mark.parametrize("before", ["absent", "empty", "other_file"])
 def test_fetch_bad_zip_leaves_data_dir_as_it_was(fake_mirror, tmp_path, damage, before):
-    zip_path = fake_mirror / dl.DATA_ZIP
+    zip_path = fake_mirror / fetch_data.DATA_ZIP
     if damage == "truncated":
         zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size * 2 // 3])
     elif damage == "corrupt_member":
@@ -855,43 +859,43 @@ def test_fetch_bad_zip_leaves_data_dir_as_it_was(fake_mirror, tmp_path, damage, 
         (target / "notes.txt").write_text("keep me")
     expected = listing(target)
     with pytest.raises(dl.DataError) as err:
-        dl.fetch_dataset(target, quiet=True)
+        fetch_data.fetch_dataset(target, quiet=True)
     msg = str(err.value)
-    assert dl.DATA_ZIP in msg
+    assert fetch_data.DATA_ZIP in msg
     if damage == "missing_image":
         assert "missing" in msg and "Ann_Lee_01.jpg" in msg
     else:
         assert "not a complete zip" in msg
     after = listing(target)
     assert after == expected or (expected is None and after == [])
-    assert not dl.dataset_ready(target)
+    assert not fetch_data.dataset_ready(target)
 
 
 def test_mirror_that_is_not_a_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv(dl.MIRROR_ENV, str(tmp_path / "no" / "such" / "mirror"))
-    with pytest.raises(dl.DataError, match=dl.MIRROR_ENV):
-        dl.fetch_dataset(tmp_path / "data", quiet=True)
+    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(tmp_path / "no" / "such" / "mirror"))
+    with pytest.raises(dl.DataError, match=fetch_data.MIRROR_ENV):
+        fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
 
 
 def test_mirror_without_the_zip(monkeypatch, tmp_path):
-    monkeypatch.setenv(dl.MIRROR_ENV, str(tmp_path))
-    with pytest.raises(dl.DataError, match=f"{dl.MIRROR_ENV}.*{dl.DATA_ZIP}"):
-        dl.fetch_dataset(tmp_path / "data", quiet=True)
+    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(tmp_path))
+    with pytest.raises(dl.DataError, match=f"{fetch_data.MIRROR_ENV}.*{fetch_data.DATA_ZIP}"):
+        fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
     assert listing(tmp_path / "data") == []
 
 
 def test_check_dataset_reports_problems(fake_mirror, tmp_path):
     target = tmp_path / "data"
-    dl.fetch_dataset(target, quiet=True)
+    fetch_data.fetch_dataset(target, quiet=True)
     (target / "test" / os.listdir(target / "test")[0]).unlink()
     frame = pd.read_csv(target / "training_frames_keypoints.csv")
     frame.iloc[:3].to_csv(target / "training_frames_keypoints.csv", index=False)
-    problems = dl.check_dataset(target)
+    problems = fetch_data.check_dataset(target)
     assert len(problems) == 2
     assert any("3 rows, expected 4" in p for p in problems)
     assert any("test/" in p and "missing" in p for p in problems)
     (target / "test_frames_keypoints.csv").unlink()
-    assert any("no such keypoint file" in p for p in dl.check_dataset(target))
+    assert any("no such keypoint file" in p for p in fetch_data.check_dataset(target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -907,10 +911,10 @@ def _write_pts(path, pts, header=True):
 def test_read_pts_both_layouts_are_0_based(tmp_path, face_points):
     for header in (True, False):
         _write_pts(tmp_path / "a.pts", face_points, header)
-        np.testing.assert_allclose(dl.read_pts(tmp_path / "a.pts"), face_points, atol=1e-3)
+        np.testing.assert_allclose(data_300w.read_pts(tmp_path / "a.pts"), face_points, atol=1e-3)
     (tmp_path / "b.pts").write_text("version: 1\nn_points: 5\n{\n1 2\n3 4\n}\n")
     with pytest.raises(dl.DataError, match="2 points, expected 68"):
-        dl.read_pts(tmp_path / "b.pts")
+        data_300w.read_pts(tmp_path / "b.pts")
 
 
 @pytest.mark.parametrize("where", ["inside", "at the border"])
@@ -930,8 +934,7 @@ def test_convert_300w_crops_follow_the_dots(tmp_path, where):
     Image.fromarray(draw_dots(pts, shape=(h, w), radius=3.0)).save(other / "1_1.jpg", quality=98)
     _write_pts(other / "1_1.pts", pts, header=False)
     dest = tmp_path / "data" / "300w_train"
-    assert dl.main(["--data-dir", str(dest.parent), "--convert-300w", str(src),
-                    f"helen={other}"]) == 0
+    assert data_300w.main(["--data-dir", str(dest.parent), str(src), f"helen={other}"]) == 0
     ds = dl.FacialKeypointsDataset(dest / "keypoints.csv", dest / "images")
     assert ds.filenames == ["trainset_image_0001.jpg", "helen_1_1.jpg"]
     for i in range(2):
@@ -952,7 +955,7 @@ def test_convert_300w_crops_follow_the_dots(tmp_path, where):
 def test_convert_300w_refuses_a_folder_without_pts(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(dl.DataError, match="no .pts files"):
-        dl.convert_300w([tmp_path / "empty"], tmp_path / "out")
+        data_300w.convert_300w([tmp_path / "empty"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -962,15 +965,15 @@ def test_split_300w_keeps_photos_and_listed_duplicates_together(tmp_path):
                                                              for i in range(40)]
     readme = tmp_path / "README.md"
     readme.write_text("groups:\n  - lfpw_image_0001, lfpw_image_0003\n  - helen_2_1, lfpw_image_0002\n")
-    group = dl.photo_groups_300w(names, readme)
+    group = data_300w.photo_groups_300w(names, readme)
     assert group["helen_1_1.jpg"] == group["helen_1_2.jpg"] != group["helen_2_1.jpg"]
     assert group["lfpw_image_0001.jpg"] == group["lfpw_image_0003.jpg"]
     assert group["helen_2_1.jpg"] == group["lfpw_image_0002.jpg"]
     for seed in range(5):
-        train, held = dl.split_300w(names, 0.3, seed, readme)
+        train, held = data_300w.split_300w(names, 0.3, seed, readme)
         assert sorted(train + held) == sorted(names) and train and held
         assert not {group[n] for n in train} & {group[n] for n in held}
-    assert dl.split_300w(names, 0.3, 0, readme) == dl.split_300w(names, 0.3, 0, readme)
+    assert data_300w.split_300w(names, 0.3, 0, readme) == data_300w.split_300w(names, 0.3, 0, readme)
 
 
 def test_crop_face_is_torchvisions_resized_crop_where_the_window_meets_the_image():

@@ -24,7 +24,11 @@ from helpers_keypoints import (ASTRONAUT, ASTRONAUT_BOX, ROOT, TINY_INPUT, iou,
 import data_load
 import detect
 import evaluate
-from data_load import FLIP_INDICES, ImageReadError
+from images import ImageReadError
+from landmarks import FLIP_INDICES
+import detectors  # noqa: E402
+import images  # noqa: E402
+import pipeline  # noqa: E402
 
 FLIP = list(FLIP_INDICES)
 
@@ -36,17 +40,17 @@ def tiny_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def haar():
-    return detect.HaarFaceDetector()
+    return detectors.HaarFaceDetector()
 
 
 @pytest.fixture(scope="module")
 def astronaut():
-    return data_load.load_image(ASTRONAUT)
+    return images.load_image(ASTRONAUT)
 
 
 @pytest.fixture(scope="module")
 def kp(tiny_ckpt, haar):
-    return detect.FaceKeypointDetector(tiny_ckpt, detector=haar)
+    return pipeline.FaceKeypointDetector(tiny_ckpt, detector=haar)
 
 
 def no_detection(image):
@@ -57,22 +61,26 @@ def no_detection(image):
 # Box geometry
 # --------------------------------------------------------------------------------------------
 def test_crop_for_box_follows_the_calibration():
-    c = detect.FACE_BOX_TO_CROP
+    c = detectors.FACE_BOX_TO_CROP
     x, y, w, h = 10.0, 20.0, 100.0, 100.0
     side = 1.3 * c["size"] * w
     cx, cy = x + w / 2 + c["dx"] * w, y + h / 2 + c["dy"] * h
-    np.testing.assert_allclose(detect.crop_for_box([x, y, w, h], 1.3),
+    np.testing.assert_allclose(detectors.crop_for_box([x, y, w, h], 1.3),
                                [cx - side / 2, cy - side / 2, side])
 
 
 def test_crop_for_box_with_a_hand_calibration():
     cal = {"dx": 0.1, "dy": 0.2, "size": 0.5}
     # centre (0 + 50 + 10, 0 + 25 + 10) = (60, 35); side 2 * 0.5 * 100 = 100
-    np.testing.assert_allclose(detect.crop_for_box((0, 0, 100, 50), 2.0, cal), [10, -15, 100])
+    np.testing.assert_allclose(detectors.crop_for_box((0, 0, 100, 50), 2.0, cal), [10, -15, 100])
     # an identity calibration: a square crop centred on the box, crop_scale times its width
     ident = {"dx": 0.0, "dy": 0.0, "size": 1.0}
-    np.testing.assert_allclose(detect.crop_for_box((40, 60, 80, 80), 1.0, ident), [40, 60, 80])
-    np.testing.assert_allclose(detect.crop_for_box((40, 60, 80, 80), 1.5, ident), [20, 40, 120])
+    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.0, ident), [40, 60, 80])
+    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.5, ident), [20, 40, 120])
+
+
+def box_iou(a, b):
+    return detectors.box_overlaps(a, b)[0][0, 0]
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -84,8 +92,8 @@ def test_crop_for_box_with_a_hand_calibration():
     ((0, 0, 4, 10), (2, 5, 4, 10), 2 * 5 / (40 + 40 - 10)),
 ])
 def test_box_iou_hand_cases(a, b, expected):
-    assert detect.box_iou(a, b) == pytest.approx(expected)
-    assert detect.box_iou(b, a) == pytest.approx(expected)
+    assert box_iou(a, b) == pytest.approx(expected)
+    assert box_iou(b, a) == pytest.approx(expected)
 
 
 @settings(max_examples=60, deadline=None)
@@ -95,11 +103,11 @@ def test_box_iou_hand_cases(a, b, expected):
        st.lists(st.floats(1, 100), min_size=2, max_size=2))
 def test_box_iou_properties(p1, s1, p2, s2):
     a, b = (*p1, *s1), (*p2, *s2)
-    v = detect.box_iou(a, b)
+    v = box_iou(a, b)
     assert 0.0 <= v <= 1.0 + 1e-12
-    assert v == pytest.approx(detect.box_iou(b, a))
+    assert v == pytest.approx(box_iou(b, a))
     assert v == pytest.approx(iou(a, b))
-    assert detect.box_iou(a, a) == pytest.approx(1.0)
+    assert box_iou(a, a) == pytest.approx(1.0)
 
 
 def test_merge_boxes_drops_duplicates_and_keeps_separate_faces():
@@ -107,12 +115,12 @@ def test_merge_boxes_drops_duplicates_and_keeps_separate_faces():
                       [5, 5, 100, 100],      # the same face again, better score
                       [300, 300, 80, 80],    # another face
                       [310, 305, 30, 30]])   # small box inside the other face
-    kept = detect.merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
+    kept = detectors.merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
     np.testing.assert_array_equal(kept, [[300, 300, 80, 80], [5, 5, 100, 100]])
     # two separate faces both stay, whatever their scores
-    two = detect.merge_boxes(boxes[[0, 2]], [0.1, 5.0])
+    two = detectors.merge_boxes(boxes[[0, 2]], [0.1, 5.0])
     assert len(two) == 2
-    assert detect.merge_boxes(np.zeros((0, 4)), []).shape == (0, 4)
+    assert detectors.merge_boxes(np.zeros((0, 4)), []).shape == (0, 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +193,7 @@ def test_get_landmarks_from_a_path(kp, astronaut):
 
 
 def test_get_landmarks_from_gray_and_rgba_arrays(tiny_ckpt, astronaut):
-    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     box = [ASTRONAUT_BOX]
     rgb = kp.get_landmarks(astronaut, boxes=box)[0].keypoints
     rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 77, np.uint8)])
@@ -201,7 +209,7 @@ def test_get_landmarks_from_gray_and_rgba_arrays(tiny_ckpt, astronaut):
 
 
 def test_explicit_boxes_skip_detection(tiny_ckpt, astronaut):
-    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     boxes = [[176.0, 65.0, 97.0, 97.0], [10.5, 300.0, 60.0, 80.0]]
     faces = kp.get_landmarks(astronaut, boxes=boxes)
     assert len(faces) == 2
@@ -221,20 +229,20 @@ def test_explicit_boxes_skip_detection(tiny_ckpt, astronaut):
     [[0, 0, 10, 10], [0, 0, 10]], "abc", [{"x": 1}],
 ])
 def test_invalid_boxes_raise_value_error(tiny_ckpt, astronaut, boxes):
-    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     with pytest.raises(ValueError):
         kp.get_landmarks(astronaut, boxes=boxes)
 
 
 @pytest.mark.parametrize("shape", [(10, 10, 2), (0, 10, 3), (10, 0), (4, 4, 3, 1), (5,)])
 def test_bad_array_shape_raises_value_error(tiny_ckpt, shape):
-    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     with pytest.raises(ValueError):
         kp.get_landmarks(np.zeros(shape, np.uint8), boxes=[[0, 0, 5, 5]])
 
 
 def test_unreadable_paths_raise_image_read_error(tiny_ckpt, tmp_path):
-    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     with pytest.raises(ImageReadError, match="no such file"):
         kp.get_landmarks(tmp_path / "missing.jpg")
     text = tmp_path / "text.jpg"
@@ -249,7 +257,7 @@ def test_unreadable_paths_raise_image_read_error(tiny_ckpt, tmp_path):
 def test_keypoints_map_back_to_original_pixels(tiny_ckpt, astronaut):
     """The same face padded by (dx, dy), with its box moved as much: the keypoints move by
     exactly (dx, dy). One box reaches past the image border (black fill in both cases)."""
-    kp = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
     boxes = np.array([ASTRONAUT_BOX, [-5.3, -20.2, 150.0, 150.0], [300.4, 380.7, 90.0, 90.0]])
     dx, dy = 37, 23
     padded = np.pad(astronaut, ((dy, 11), (dx, 5), (0, 0)))
@@ -258,7 +266,7 @@ def test_keypoints_map_back_to_original_pixels(tiny_ckpt, astronaut):
     assert before.shape == (3, 68, 2)
     np.testing.assert_allclose(after - before, np.broadcast_to([dx, dy], before.shape), atol=0.5)
     # and the keypoints are where the model says in its crop: crop pixels * side/size + corner
-    crop = detect.crop_for_box(boxes[0], kp.crop_scale)
+    crop = detectors.crop_for_box(boxes[0], kp.crop_scale)
     x0, y0, side = round(crop[0]), round(crop[1]), round(crop[2])
     inside = (before[0] - [x0, y0]) * TINY_INPUT / side
     assert np.all(np.abs(inside - TINY_INPUT / 2) < 5 * TINY_INPUT)  # a sane scale, not raw
@@ -285,8 +293,8 @@ def test_flip_tta_is_left_right_symmetric_on_a_symmetric_face(tiny_ckpt):
     image = symmetric_face_image()
     width = image.shape[1]
     assert np.array_equal(image, image[:, ::-1])
-    plain = detect.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
-    tta = detect.FaceKeypointDetector(tiny_ckpt, flip_tta=True, detector=no_detection)
+    plain = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    tta = pipeline.FaceKeypointDetector(tiny_ckpt, flip_tta=True, detector=no_detection)
     crop = np.array([50.0, 40.0, 100.0])          # symmetric about the image's centre line
     left, side = round(crop[0]), round(crop[2])
     assert 2 * left + side == width, "the crop must be symmetric for this test"
@@ -310,24 +318,24 @@ def test_flip_tta_is_left_right_symmetric_on_a_symmetric_face(tiny_ckpt):
 # --------------------------------------------------------------------------------------------
 def test_jitter_hand_cases():
     pts = np.zeros((68, 2))
-    assert detect.jitter([pts]) == 0.0
-    assert detect.jitter([pts, pts + [3, 4], pts + [6, 8]]) == pytest.approx(5.0)
+    assert pipeline.jitter([pts]) == 0.0
+    assert pipeline.jitter([pts, pts + [3, 4], pts + [6, 8]]) == pytest.approx(5.0)
     moved = pts.copy()
     moved[:34] += [2, 0]
-    assert detect.jitter([pts, moved]) == pytest.approx(1.0)
+    assert pipeline.jitter([pts, moved]) == pytest.approx(1.0)
 
 
 def test_smoother_reduces_jitter_of_a_still_face():
     rng = np.random.default_rng(0)
     base = rng.uniform(100, 200, (68, 2))
     box = np.array([90.0, 90.0, 120.0, 120.0])
-    raw = [detect.Face(box + rng.normal(0, 1, 4), base + rng.normal(0, 2.0, (68, 2)))
+    raw = [pipeline.Face(box + rng.normal(0, 1, 4), base + rng.normal(0, 2.0, (68, 2)))
            for _ in range(40)]
-    smoother = detect.KeypointSmoother(alpha=0.4)
+    smoother = pipeline.KeypointSmoother(alpha=0.4)
     smoothed = [smoother([f]) for f in raw]
     assert all(len(s) == 1 for s in smoothed)
-    raw_jitter = detect.jitter([f.keypoints for f in raw])
-    smooth_jitter = detect.jitter([s[0].keypoints for s in smoothed])
+    raw_jitter = pipeline.jitter([f.keypoints for f in raw])
+    smooth_jitter = pipeline.jitter([s[0].keypoints for s in smoothed])
     assert smooth_jitter < 0.6 * raw_jitter, (smooth_jitter, raw_jitter)
     # still on the face: the smoothed points stay near the true ones
     err = np.abs(np.array([s[0].keypoints for s in smoothed[5:]]) - base).mean()
@@ -337,9 +345,9 @@ def test_smoother_reduces_jitter_of_a_still_face():
 
 
 def test_smoother_exponential_average_formula():
-    a = detect.Face(np.array([0.0, 0, 50, 50]), np.zeros((68, 2)))
-    b = detect.Face(np.array([2.0, 0, 50, 50]), np.full((68, 2), 10.0))
-    smoother = detect.KeypointSmoother(alpha=0.25)
+    a = pipeline.Face(np.array([0.0, 0, 50, 50]), np.zeros((68, 2)))
+    b = pipeline.Face(np.array([2.0, 0, 50, 50]), np.full((68, 2), 10.0))
+    smoother = pipeline.KeypointSmoother(alpha=0.25)
     smoother([a])
     out = smoother([b])[0]
     np.testing.assert_allclose(out.keypoints, 2.5)
@@ -347,21 +355,21 @@ def test_smoother_exponential_average_formula():
 
 
 def test_smoother_does_not_mix_unrelated_faces():
-    smoother = detect.KeypointSmoother(alpha=0.4)
+    smoother = pipeline.KeypointSmoother(alpha=0.4)
     rng = np.random.default_rng(1)
     a_pts, b_pts = rng.uniform(0, 50, (68, 2)), rng.uniform(300, 350, (68, 2))
-    a = detect.Face(np.array([0.0, 0, 50, 50]), a_pts)
-    b = detect.Face(np.array([300.0, 300, 50, 50]), b_pts)
+    a = pipeline.Face(np.array([0.0, 0, 50, 50]), a_pts)
+    b = pipeline.Face(np.array([300.0, 300, 50, 50]), b_pts)
     smoother([a])
     out = smoother([b])        # a new face elsewhere: not smoothed with face a
     assert len(out) == 1
     np.testing.assert_array_equal(out[0].keypoints, b_pts)
     np.testing.assert_array_equal(out[0].box, b.box)
     # two faces in the next frame, listed in the other order: each follows its own track
-    smoother = detect.KeypointSmoother(alpha=0.4)
+    smoother = pipeline.KeypointSmoother(alpha=0.4)
     smoother([a, b])
-    a2 = detect.Face(a.box + 1, a_pts + 1)
-    b2 = detect.Face(b.box - 1, b_pts - 1)
+    a2 = pipeline.Face(a.box + 1, a_pts + 1)
+    b2 = pipeline.Face(b.box - 1, b_pts - 1)
     out = smoother([b2, a2])
     np.testing.assert_allclose(out[0].keypoints, b_pts - 0.4)
     np.testing.assert_allclose(out[1].keypoints, a_pts + 0.4)
@@ -501,12 +509,12 @@ def test_cli_annotates_every_readable_input(mixed_run):
     names = sorted(p.name for p in annotate.iterdir())
     assert names == sorted(["astro_keypoints.jpg", "astro2_keypoints.jpg", "a_gray_keypoints.jpg",
                             "b_face_keypoints.png", "blank_keypoints.png", "clip_keypoints.mp4"])
-    drawn = data_load.load_image(annotate / "blank_keypoints.png")
+    drawn = images.load_image(annotate / "blank_keypoints.png")
     assert drawn.shape == (64, 80, 3)
     top_edge = drawn[6, 5:36]                       # the box [5, 6, 30, 30] in green
     assert (np.all(top_edge == [0, 255, 0], axis=1)).sum() >= 20
-    astro = data_load.load_image(annotate / "astro_keypoints.jpg")
-    original = data_load.load_image(mixed_run["tmp"] / "astro.jpg")
+    astro = images.load_image(annotate / "astro_keypoints.jpg")
+    original = images.load_image(mixed_run["tmp"] / "astro.jpg")
     assert astro.shape == original.shape
     assert np.abs(astro.astype(int) - original).max() > 100   # something was drawn
 
@@ -557,10 +565,10 @@ def test_main_without_paths_processes_the_bundled_photo(tmp_path, tiny_ckpt, cap
     assert code == 0
     result = json.loads(out_json.read_text())
     (entry,) = result["images"]
-    assert entry["path"] == str(detect.DEFAULT_PHOTO) and entry["error"] is None
+    assert entry["path"] == str(images.DEFAULT_PHOTO) and entry["error"] is None
     assert (entry["width"], entry["height"]) == (512, 512) and len(entry["faces"]) == 1
     annotated = tmp_path / "ann" / "astronaut_keypoints.jpg"
-    assert data_load.load_image(annotated).shape == (512, 512, 3)
+    assert images.load_image(annotated).shape == (512, 512, 3)
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["astronaut_keypoints.jpg"]
 
 

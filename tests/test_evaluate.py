@@ -14,7 +14,14 @@ from helpers_keypoints import needs_data, make_tiny_checkpoint, random_face
 import data_load
 import detect
 import evaluate
-from data_load import REGIONS, keypoint_box, square_crop_box
+from data_load import keypoint_box, square_crop_box
+from landmarks import REGIONS
+import data_300w  # noqa: E402
+import detectors  # noqa: E402
+import fetch_data  # noqa: E402
+import landmarks  # noqa: E402
+import metrics  # noqa: E402
+import pipeline  # noqa: E402
 
 D = 40.0  # outer-eye-corner distance of the synthetic faces
 
@@ -30,14 +37,14 @@ def gt():
 # NME, point errors, summary
 # --------------------------------------------------------------------------------------------
 def test_interocular_is_outer_eye_corner_distance(gt):
-    np.testing.assert_allclose(evaluate.interocular(gt), [D, D, D])
+    np.testing.assert_allclose(metrics.interocular(gt), [D, D, D])
     moved = gt.copy()
-    moved[1, data_load.LEFT_EYE_OUTER] += [0, 30]  # 40 across, 30 down -> 50
-    np.testing.assert_allclose(evaluate.interocular(moved), [D, 50.0, D])
+    moved[1, landmarks.LEFT_EYE_OUTER] += [0, 30]  # 40 across, 30 down -> 50
+    np.testing.assert_allclose(metrics.interocular(moved), [D, 50.0, D])
 
 
 def test_perfect_prediction(gt):
-    m = evaluate.summarize(gt.copy(), gt)
+    m = metrics.summarize(gt.copy(), gt)
     assert m["nme_mean"] == 0 and m["nme_median"] == 0 and m["rmse_px"] == 0
     assert m["auc@8"] == pytest.approx(1.0, abs=1e-9)
     assert m["fr@8"] == 0
@@ -50,18 +57,18 @@ def test_perfect_prediction(gt):
 def test_known_shift_gives_nme_d_over_D(gt, shift):
     d = math.hypot(*shift)
     pred = gt + np.asarray(shift)
-    np.testing.assert_allclose(evaluate.point_errors(pred, gt), np.full((3, 68), d / D))
-    np.testing.assert_allclose(evaluate.nme(pred, gt), [d / D] * 3)
-    m = evaluate.summarize(pred, gt)
+    np.testing.assert_allclose(metrics.point_errors(pred, gt), np.full((3, 68), d / D))
+    np.testing.assert_allclose(metrics.nme(pred, gt), [d / D] * 3)
+    m = metrics.summarize(pred, gt)
     assert m["nme_mean"] == pytest.approx(d / D)
     assert m["nme_median"] == pytest.approx(d / D)
     assert m["rmse_px"] == pytest.approx(d)
     for name in REGIONS:
         assert m[f"nme_{name}"] == pytest.approx(d / D)
-    failed = d / D > evaluate.FAIL_THRESHOLD
+    failed = d / D > metrics.FAIL_THRESHOLD
     assert m["fr@8"] == (1.0 if failed else 0.0)
     # every face has the same NME: the CED is a step at d/D, its area 1 - (d/D)/8 % (or 0)
-    assert m["auc@8"] == pytest.approx(max(0.0, 1 - (d / D) / evaluate.FAIL_THRESHOLD),
+    assert m["auc@8"] == pytest.approx(max(0.0, 1 - (d / D) / metrics.FAIL_THRESHOLD),
                                        abs=2e-3)
 
 
@@ -69,16 +76,16 @@ def test_normaliser_comes_from_ground_truth_not_prediction(gt):
     """Moving only the predicted left eye corner outward by d: one point off by d, NME d/(68 D)
     (a normaliser taken from the prediction would give d/(68 (D + d)))."""
     pred = gt.copy()
-    pred[:, data_load.LEFT_EYE_OUTER, 0] += 8.0
-    np.testing.assert_allclose(evaluate.nme(pred, gt), [8.0 / (68 * D)] * 3)
+    pred[:, landmarks.LEFT_EYE_OUTER, 0] += 8.0
+    np.testing.assert_allclose(metrics.nme(pred, gt), [8.0 / (68 * D)] * 3)
 
 
 def test_different_interocular_distances_per_face():
     rng = np.random.default_rng(3)
     gt = np.stack([random_face(rng, interocular=40.0), random_face(rng, interocular=100.0)])
     pred = gt + [2.0, 0.0]
-    np.testing.assert_allclose(evaluate.nme(pred, gt), [0.05, 0.02])
-    m = evaluate.summarize(pred, gt)
+    np.testing.assert_allclose(metrics.nme(pred, gt), [0.05, 0.02])
+    m = metrics.summarize(pred, gt)
     assert m["nme_mean"] == pytest.approx(0.035)
     assert m["nme_median"] == pytest.approx(0.035)
     # CED: 0 below 2 %, 1/2 from 2 % to 5 %, 1 from 5 % to 8 % -> area (0.5*3 + 3) / 8
@@ -93,7 +100,7 @@ def test_shift_of_mouth_only_changes_only_mouth_nme(gt):
     base[:, mouth] = gt[:, mouth]                 # mouth exact, everything else a bit off
     shifted = base.copy()
     shifted[:, mouth] += [0.0, -6.0]              # mouth 6 px up
-    before, after = evaluate.summarize(base, gt), evaluate.summarize(shifted, gt)
+    before, after = metrics.summarize(base, gt), metrics.summarize(shifted, gt)
     assert before["nme_mouth"] == 0
     assert after["nme_mouth"] == pytest.approx(6.0 / D)
     for name in REGIONS:
@@ -105,7 +112,7 @@ def test_shift_of_mouth_only_changes_only_mouth_nme(gt):
 def test_rmse_is_root_mean_square_of_point_distances(gt):
     pred = gt.copy()
     pred[:, :34, 0] += 6.0                        # half the points 6 px off, half exact
-    m = evaluate.summarize(pred, gt)
+    m = metrics.summarize(pred, gt)
     assert m["rmse_px"] == pytest.approx(math.sqrt(18.0))   # not the mean distance, 3
     assert m["nme_mean"] == pytest.approx(3.0 / D)
 
@@ -113,8 +120,8 @@ def test_rmse_is_root_mean_square_of_point_distances(gt):
 def test_missed_face_is_a_failure_but_not_in_the_means(gt):
     pred = gt + [1.0, 0.0]                        # NME 2.5 % for the faces found
     pred[1] = np.nan                              # face 1 missed by the detector
-    assert np.isinf(evaluate.nme(pred, gt)[1])
-    m = evaluate.summarize(pred, gt)
+    assert np.isinf(metrics.nme(pred, gt)[1])
+    m = metrics.summarize(pred, gt)
     assert m["faces"] == 3 and m["faces_found"] == 2
     assert m["found_rate"] == pytest.approx(2 / 3)
     assert m["fr@8"] == pytest.approx(1 / 3)
@@ -127,16 +134,16 @@ def test_missed_face_is_a_failure_but_not_in_the_means(gt):
 
 
 def test_all_faces_missed(gt):
-    m = evaluate.summarize(np.full_like(gt, np.nan), gt)
+    m = metrics.summarize(np.full_like(gt, np.nan), gt)
     assert m["faces_found"] == 0 and m["fr@8"] == 1.0 and m["auc@8"] == 0.0
     assert math.isnan(m["nme_mean"]) and math.isnan(m["rmse_px"])
 
 
 def test_point_errors_rejects_mismatched_shapes(gt):
     with pytest.raises(ValueError):
-        evaluate.point_errors(gt[:2], gt)
+        metrics.point_errors(gt[:2], gt)
     with pytest.raises(ValueError):
-        evaluate.point_errors(gt.reshape(3, -1), gt.reshape(3, -1))
+        metrics.point_errors(gt.reshape(3, -1), gt.reshape(3, -1))
 
 
 @settings(max_examples=40, deadline=None)
@@ -146,7 +153,7 @@ def test_nme_is_invariant_to_moving_and_scaling_the_whole_image(dx, dy, scale):
     gt = random_face(rng)[None]
     pred = gt + rng.normal(0, 2.0, gt.shape)
     moved = lambda a: a * scale + [dx, dy]  # noqa: E731
-    np.testing.assert_allclose(evaluate.nme(moved(pred), moved(gt)), evaluate.nme(pred, gt),
+    np.testing.assert_allclose(metrics.nme(moved(pred), moved(gt)), metrics.nme(pred, gt),
                                rtol=1e-6)
 
 
@@ -154,33 +161,33 @@ def test_nme_is_invariant_to_moving_and_scaling_the_whole_image(dx, dy, scale):
 # CED area and failure rate
 # --------------------------------------------------------------------------------------------
 def test_ced_auc_extremes():
-    assert evaluate.ced_auc(np.zeros(10)) == pytest.approx(1.0)
-    assert evaluate.ced_auc(np.full(10, 0.081)) == 0.0
-    assert evaluate.ced_auc([0.09, 0.5, np.inf]) == 0.0
-    assert evaluate.ced_auc([0.0, np.inf]) == pytest.approx(0.5)
+    assert metrics.ced_auc(np.zeros(10)) == pytest.approx(1.0)
+    assert metrics.ced_auc(np.full(10, 0.081)) == 0.0
+    assert metrics.ced_auc([0.09, 0.5, np.inf]) == 0.0
+    assert metrics.ced_auc([0.0, np.inf]) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("top, expected", [(0.08, 0.5), (0.16, 0.25), (0.04, 0.75)])
 def test_ced_auc_of_uniform_errors(top, expected):
     """NMEs uniform on [0, top]: the CED is x / top (capped at 1), its area known."""
     nmes = np.linspace(0, top, 2001)
-    assert evaluate.ced_auc(nmes) == pytest.approx(expected, abs=2e-3)
+    assert metrics.ced_auc(nmes) == pytest.approx(expected, abs=2e-3)
 
 
 def test_failure_rate_threshold_is_strict():
-    assert evaluate.failure_rate([0.08, 0.0801, 0.02, np.inf]) == pytest.approx(0.5)
-    assert evaluate.failure_rate([0.1, 0.2], threshold=0.15) == pytest.approx(0.5)
+    assert metrics.failure_rate([0.08, 0.0801, 0.02, np.inf]) == pytest.approx(0.5)
+    assert metrics.failure_rate([0.1, 0.2], threshold=0.15) == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------------------------
 # Matching a detected box to the labelled face
 # --------------------------------------------------------------------------------------------
-CAL = detect.FACE_BOX_TO_CROP
+CAL = detectors.FACE_BOX_TO_CROP
 CROP_SCALE = 1.3
 
 
 def box_for_crop(cx, cy, side, crop_scale=CROP_SCALE, cal=CAL):
-    """The square face box that detect.crop_for_box turns into the crop centred at (cx, cy)."""
+    """The square face box that detectors.crop_for_box turns into the crop centred at (cx, cy)."""
     w = side / (crop_scale * cal["size"])
     return np.array([cx - w / 2 - cal["dx"] * w, cy - w / 2 - cal["dy"] * w, w, w])
 
@@ -195,7 +202,7 @@ def face():
 def test_box_for_labelled_crop_maps_back_onto_it(face):
     pts, (cx, cy), side = face
     box = box_for_crop(cx, cy, side)
-    np.testing.assert_allclose(detect.crop_for_box(box, CROP_SCALE),
+    np.testing.assert_allclose(detectors.crop_for_box(box, CROP_SCALE),
                                square_crop_box(keypoint_box(pts), CROP_SCALE))
     assert evaluate.match_detection(box[None], pts, CROP_SCALE) == 0
 
@@ -243,7 +250,7 @@ def test_match_detection_uses_the_given_calibration(face):
 @pytest.fixture(scope="module")
 def tiny_detector(tmp_path_factory):
     path = make_tiny_checkpoint(tmp_path_factory.mktemp("eval_ckpt") / "tiny.pt")
-    return detect.FaceKeypointDetector(path)
+    return pipeline.FaceKeypointDetector(path)
 
 
 @needs_data
@@ -253,7 +260,7 @@ def test_evaluate_crop_protocol(tiny_detector):
     assert np.isfinite(details["pred"]).all()
     assert summary["faces"] == summary["faces_found"] == 2 and summary["protocol"] == "crop"
     assert summary["nme_mean"] == pytest.approx(
-        evaluate.nme(details["pred"], details["gt"]).mean())
+        metrics.nme(details["pred"], details["gt"]).mean())
     assert len(details["files"]) == 2
 
 
@@ -267,10 +274,10 @@ def test_evaluate_pipeline_counts_missed_faces_as_failures(tiny_detector, monkey
     assert summary["extra_detections"] == 0
 
 
-@pytest.mark.skipif(not (data_load.DATA_DIR / data_load.W300_NAME / "keypoints.csv").is_file(),
+@pytest.mark.skipif(not (data_load.DATA_DIR / fetch_data.W300_NAME / "keypoints.csv").is_file(),
                     reason="no data/300w_train (set FKP_DATA_MIRROR)")
 def test_evaluate_on_the_300w_crops_and_only_the_named_files(tiny_detector):
-    names = data_load.dataset_300w().filenames[5:8]
+    names = data_300w.dataset_300w().filenames[5:8]
     summary, details = evaluate.evaluate(tiny_detector, "300w", "crop", names=names,
                                          progress=False)
     assert summary["faces"] == 3 and details["files"] == names

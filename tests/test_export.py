@@ -17,8 +17,10 @@ import detect
 import export
 import models
 from data_load import keypoint_box, square_crop_box
+import pipeline  # noqa: E402
+import utils  # noqa: E402
 
-SHIPPED = detect.DEFAULT_MODEL
+SHIPPED = models.DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +32,15 @@ def shipped_copy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def both_backends(shipped_copy):
-    return (detect.FaceKeypointDetector(shipped_copy, backend="torch"),
-            detect.FaceKeypointDetector(shipped_copy, backend="onnx"))
+    return (pipeline.FaceKeypointDetector(shipped_copy, backend="torch"),
+            pipeline.FaceKeypointDetector(shipped_copy, backend="onnx"))
 
 
 def test_export_writes_the_onnx_file_beside_the_checkpoint(shipped_copy, both_backends):
     onnx_file = shipped_copy.with_suffix(".onnx")
     assert onnx_file.is_file() and not list(onnx_file.parent.glob("*.tmp"))
     meta = export.onnx_metadata(onnx_file)
-    assert meta["checkpoint_sha256"] == export.file_sha256(shipped_copy)
+    assert meta["checkpoint_sha256"] == utils.file_sha256(shipped_copy)
     assert '"arch": "resnet18"' in meta["checkpoint_meta"]
 
 
@@ -97,7 +99,7 @@ def test_a_damaged_export_is_a_clear_error(tmp_path):
 def test_backend_choice_is_checked(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     with pytest.raises(ValueError, match="backend"):
-        detect.FaceKeypointDetector(ckpt, backend="tensorrt")
+        pipeline.FaceKeypointDetector(ckpt, backend="tensorrt")
 
 
 def test_command_line_export(tmp_path, capsys):
@@ -112,7 +114,7 @@ def test_a_damaged_export_beside_the_checkpoint_is_replaced(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     ckpt.with_suffix(".onnx").write_bytes(b"half a file")
     model = export.onnx_model_for(ckpt)
-    assert model.metadata["checkpoint_sha256"] == export.file_sha256(ckpt)
+    assert model.metadata["checkpoint_sha256"] == utils.file_sha256(ckpt)
 
 
 def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monkeypatch):
@@ -130,7 +132,7 @@ def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monk
     model = export.onnx_model_for(ckpt)
     assert not ckpt.with_suffix(".onnx").exists()
     assert len(list((tmp_path / "tmp").glob("facial-keypoints-*.onnx"))) == 1
-    assert model.metadata["checkpoint_sha256"] == export.file_sha256(ckpt)
+    assert model.metadata["checkpoint_sha256"] == utils.file_sha256(ckpt)
     assert export.onnx_model_for(ckpt).metadata == model.metadata   # found there next time
 
 

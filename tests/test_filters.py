@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import filters
+import art  # noqa: E402
+import face_geometry  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def face(face_points):
 # --------------------------------------------------------------------------------------------
 # Geometry of the overlays
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", filters.ART_KINDS)
+@pytest.mark.parametrize("kind", art.ART_KINDS)
 @pytest.mark.parametrize("angle", [25.0, -25.0])
 def test_anchor_moves_rotates_and_scales_with_the_face(face, kind, angle):
     centre, a0, w0 = filters.anchor(face, kind)
@@ -103,7 +105,7 @@ def test_anchors_sit_where_the_art_belongs(face):
     assert hw == pytest.approx(filters.ART_WIDTH["hat"] * np.linalg.norm(face[16] - face[0]))
 
 
-@pytest.mark.parametrize("kind", filters.ART_KINDS)
+@pytest.mark.parametrize("kind", art.ART_KINDS)
 def test_placement_maps_the_pivot_onto_the_anchor(face, kind):
     art_shape = (90, 240, 4)
     rotated = similarity(face, 25.0, 1.0, (200, 200))
@@ -131,7 +133,7 @@ def test_rendered_overlay_centre_and_angle_follow_the_keypoints(face, angle):
     centre, eye_angle, width = filters.anchor(pts, "sunglasses")
     assert np.linalg.norm(centroid - centre) < 0.75
     assert angle_diff(axis, eye_angle) < 1.0
-    assert angle_diff(axis, filters.eye_line_angle(face) + angle) < 1.0
+    assert angle_diff(axis, face_geometry.eye_line_angle(face) + angle) < 1.0
     assert extent == pytest.approx(width, abs=2.5)
     # the centre moved with the face: it is the upright face's anchor, rotated
     upright_centre = filters.anchor(face, "sunglasses")[0]
@@ -265,15 +267,15 @@ def test_blur_uses_the_box_when_there_are_no_keypoints():
 def test_align_face_puts_the_eyes_where_asked(face_points):
     pts = layout(face_points, (230, 180), 170)
     pts = similarity(pts, -18.0, 1.0, (230, 180))
-    right, left = filters.eye_centres(pts)
+    right, left = face_geometry.eye_centres(pts)
     image = np.zeros((360, 420, 3), np.uint8)
     for (x, y), colour in ((right, (255, 0, 0)), (left, (0, 255, 0))):
         cv2.circle(image, (int(round(x * 16)), int(round(y * 16))), 5 * 16, colour, -1,
                    cv2.LINE_AA, shift=4)
     size, d = 128, 0.4
-    crop, m = filters.align_face(image, pts, size=size, eye_distance=d)
+    crop, m = face_geometry.align_face(image, pts, size=size, eye_distance=d)
     assert crop.shape == (size, size, 3) and m.shape == (2, 3)
-    want_r, want_l = filters.aligned_eye_positions(size, d)
+    want_r, want_l = face_geometry.aligned_eye_positions(size, d)
     got = cv2.transform(np.array([[right, left]]), m)[0]
     np.testing.assert_allclose(got, [want_r, want_l], atol=1e-6)
     assert want_r[1] == want_l[1]                                    # level
@@ -286,17 +288,17 @@ def test_align_face_puts_the_eyes_where_asked(face_points):
 def project_model(rvec_deg, image_shape=(480, 640), distance=2500.0):
     """68 keypoints (only the pose points filled) from the 3D model seen with rotation
     ``rvec_deg`` (a rotation vector in degrees) by the camera ``head_pose`` assumes."""
-    obj = np.array([filters.MODEL_POINTS_3D[i] for i in filters.POSE_INDICES], np.float64)
+    obj = np.array([face_geometry.MODEL_POINTS_3D[i] for i in face_geometry.POSE_INDICES], np.float64)
     rvec = np.radians(np.asarray(rvec_deg, dtype=np.float64))
     tvec = np.array([20.0, -30.0, distance])
-    img, _ = cv2.projectPoints(obj, rvec, tvec, filters.camera_matrix(image_shape), np.zeros(4))
+    img, _ = cv2.projectPoints(obj, rvec, tvec, face_geometry.camera_matrix(image_shape), np.zeros(4))
     pts = np.zeros((68, 2))
-    pts[list(filters.POSE_INDICES)] = img.reshape(-1, 2)
+    pts[list(face_geometry.POSE_INDICES)] = img.reshape(-1, 2)
     return pts
 
 
 def test_head_pose_of_a_frontal_face_is_zero():
-    yaw, pitch, roll = filters.head_pose(project_model([0, 0, 0]), (480, 640))
+    yaw, pitch, roll = face_geometry.head_pose(project_model([0, 0, 0]), (480, 640))
     assert max(abs(yaw), abs(pitch), abs(roll)) < 1.0
 
 
@@ -306,23 +308,23 @@ def test_head_pose_yaw_sign_and_size(degrees):
     pts = project_model([0, -degrees, 0])
     nose_x, eyes_x = pts[30, 0], (pts[36, 0] + pts[45, 0]) / 2
     assert np.sign(nose_x - eyes_x) == np.sign(degrees)             # the nose shows the turn
-    yaw, pitch, roll = filters.head_pose(pts, (480, 640))
+    yaw, pitch, roll = face_geometry.head_pose(pts, (480, 640))
     assert yaw == pytest.approx(degrees, abs=3.0)
     assert abs(pitch) < 3.0 and abs(roll) < 3.0
 
 
 @pytest.mark.parametrize("degrees", [15.0, -15.0])
 def test_head_pose_pitch_and_roll_signs(degrees):
-    up = filters.head_pose(project_model([-degrees, 0, 0]), (480, 640))   # chin up for > 0
+    up = face_geometry.head_pose(project_model([-degrees, 0, 0]), (480, 640))   # chin up for > 0
     assert up[1] == pytest.approx(degrees, abs=3.0) and abs(up[0]) < 3.0
     pts = project_model([0, 0, degrees])                            # clockwise on screen
-    roll = filters.head_pose(pts, np.zeros((480, 640, 3), np.uint8))[2]
+    roll = face_geometry.head_pose(pts, np.zeros((480, 640, 3), np.uint8))[2]
     assert roll == pytest.approx(degrees, abs=3.0)
-    assert np.sign(roll) == np.sign(filters.eye_line_angle(pts))
+    assert np.sign(roll) == np.sign(face_geometry.eye_line_angle(pts))
 
 
 def test_eye_openness_falls_when_the_eyelids_close(face):
-    open_r, open_l = filters.eye_openness(face)
+    open_r, open_l = face_geometry.eye_openness(face)
     assert 0.12 < open_r < 0.6 and 0.12 < open_l < 0.6
     closed = face.copy()
     # both lids onto the corner-to-corner line, the lower lid's points meeting the upper's
@@ -331,22 +333,22 @@ def test_eye_openness_falls_when_the_eyelids_close(face):
         for u, v in zip(upper, lower):
             t = np.dot(closed[u] - p, q - p) / np.dot(q - p, q - p)
             closed[u] = closed[v] = p + t * (q - p)
-    shut_r, shut_l = filters.eye_openness(closed)
+    shut_r, shut_l = face_geometry.eye_openness(closed)
     assert shut_r < 1e-9 and shut_l < 1e-9
     half = (face + closed) / 2
-    assert shut_r < filters.eye_openness(half)[0] < open_r
+    assert shut_r < face_geometry.eye_openness(half)[0] < open_r
 
 
 def test_mouth_openness_rises_when_the_lips_part(face):
     closed = face.copy()
     closed[[65, 66, 67]] = closed[[63, 62, 61]]
-    shut = filters.mouth_openness(closed)
+    shut = face_geometry.mouth_openness(closed)
     assert shut == pytest.approx(0.0, abs=1e-9)
     previous = shut
     for gap in (5.0, 10.0, 20.0):
         opened = closed.copy()
         opened[[65, 66, 67], 1] += gap
-        value = filters.mouth_openness(opened)
+        value = face_geometry.mouth_openness(opened)
         assert value > previous
         previous = value
 
@@ -354,8 +356,8 @@ def test_mouth_openness_rises_when_the_lips_part(face):
 # --------------------------------------------------------------------------------------------
 # Art
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("maker", [filters.make_sunglasses, filters.make_moustache,
-                                   filters.make_hat])
+@pytest.mark.parametrize("maker", [art.make_sunglasses, art.make_moustache,
+                                   art.make_hat])
 def test_own_art_is_rgba_with_a_transparent_background(maker):
     art = maker(240)
     assert art.dtype == np.uint8 and art.ndim == 3 and art.shape[2] == 4
@@ -372,23 +374,23 @@ def test_load_art_prefers_the_course_png_only_when_asked_and_present(tmp_path):
     rgba = np.zeros((20, 30, 4), np.uint8)
     rgba[5:15, 5:25] = (255, 0, 0, 255)                  # red, opaque
     cv2.imwrite(str(tmp_path / "sunglasses.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
-    course = filters.load_art("sunglasses", prefer_course=True, folder=tmp_path)
+    course = art.load_art("sunglasses", prefer_course=True, folder=tmp_path)
     assert np.array_equal(course, rgba)
-    own = filters.own_art("sunglasses")
-    assert np.array_equal(filters.load_art("sunglasses", folder=tmp_path), own)
-    assert np.array_equal(filters.load_art("hat", prefer_course=True, folder=tmp_path),
-                          filters.own_art("hat"))            # no straw_hat.png there
+    own = art.own_art("sunglasses")
+    assert np.array_equal(art.load_art("sunglasses", folder=tmp_path), own)
+    assert np.array_equal(art.load_art("hat", prefer_course=True, folder=tmp_path),
+                          art.own_art("hat"))            # no straw_hat.png there
     own[:] = 0                                              # a copy: the cache is unharmed
-    assert filters.own_art("sunglasses").any()
+    assert art.own_art("sunglasses").any()
     with pytest.raises(ValueError):
-        filters.load_art("blur")
+        art.load_art("blur")
 
 
 def test_apply_filter_uses_the_course_png_on_request(tmp_path, monkeypatch, face):
     red = np.zeros((30, 90, 4), np.uint8)
     red[:, :] = (255, 0, 0, 255)
     cv2.imwrite(str(tmp_path / "sunglasses.png"), cv2.cvtColor(red, cv2.COLOR_RGBA2BGRA))
-    monkeypatch.setattr(filters.data_load, "COURSE_IMAGES_DIR", tmp_path)
+    monkeypatch.setattr(filters, "COURSE_IMAGES_DIR", tmp_path)
     black = np.zeros((400, 400, 3), np.uint8)
     is_red = lambda img: (img[:, :, 0] == 255) & (img[:, :, 1] == 0)   # noqa: E731
     course = filters.apply_filter(black, [face], "sunglasses", prefer_course=True)

@@ -31,7 +31,9 @@ from helpers_keypoints import ASTRONAUT, ROOT, make_tiny_checkpoint
 
 import data_load
 import detect
-from data_load import ImageReadError
+from images import ImageReadError
+import images  # noqa: E402
+import pipeline  # noqa: E402
 
 COUNTS = collections.Counter()
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
@@ -44,13 +46,13 @@ LOSSLESS = {"PNG", "BMP", "TIFF"}
 
 @pytest.fixture(scope="module")
 def astronaut():
-    return data_load.load_image(ASTRONAUT)
+    return images.load_image(ASTRONAUT)
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     ckpt = make_tiny_checkpoint(tmp_path_factory.mktemp("fuzz_ckpt") / "tiny.pt")
-    return detect.FaceKeypointDetector(ckpt)
+    return pipeline.FaceKeypointDetector(ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +163,7 @@ def check_read(path):
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         try:
-            image = data_load.load_image(path)
+            image = images.load_image(path)
         except ImageReadError as e:
             assert str(e).startswith(str(path)) and "\n" not in str(e), str(e)
             image = None

@@ -10,6 +10,7 @@ import torchvision
 
 import models
 from models import ModelLoadError, Net, ResNet18Keypoints
+import utils  # noqa: E402
 
 
 def _meta(arch, arch_args, input_size, **extra):
@@ -179,28 +180,28 @@ def test_checkpoint_needs_no_pickled_code(tmp_path, small_resnet):
 
 def test_atomic_save_leaves_no_temp_files(tmp_path):
     path = tmp_path / "sub" / "m.pt"
-    models.atomic_torch_save({"a": torch.ones(3)}, path)
-    models.atomic_torch_save({"a": torch.zeros(3)}, path)  # overwrite
+    utils.atomic_torch_save({"a": torch.ones(3)}, path)
+    utils.atomic_torch_save({"a": torch.zeros(3)}, path)  # overwrite
     assert os.listdir(path.parent) == ["m.pt"]
     assert torch.equal(torch.load(path)["a"], torch.zeros(3))
 
 
 def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
-    models.atomic_torch_save({"a": torch.arange(4)}, path)
+    utils.atomic_torch_save({"a": torch.arange(4)}, path)
     before = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(models.torch, "save", broken_save)
+    monkeypatch.setattr(utils.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        models.atomic_torch_save({"a": torch.zeros(4)}, path)
+        utils.atomic_torch_save({"a": torch.zeros(4)}, path)
     with pytest.raises(KeyboardInterrupt):
-        monkeypatch.setattr(models.torch, "save",
+        monkeypatch.setattr(utils.torch, "save",
                             lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
-        models.atomic_torch_save({"a": torch.zeros(4)}, path)
+        utils.atomic_torch_save({"a": torch.zeros(4)}, path)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]

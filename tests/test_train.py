@@ -15,6 +15,9 @@ import data_load
 import models
 import train
 from train import TrainConfig
+import data_300w  # noqa: E402
+import fetch_data  # noqa: E402
+import images  # noqa: E402
 
 pytestmark = needs_data
 
@@ -74,7 +77,7 @@ def test_tiny_run_writes_log_curves_and_checkpoints(run_a):
     assert result["best_val_nme"] == min(r["val_nme"] for r in result["history"])
     # cosine schedule: full learning rate in epoch 1, half of it in epoch 2 (of 2)
     assert [r["lr"] for r in result["history"]] == pytest.approx([cfg.lr, cfg.lr / 2])
-    curves = data_load.load_image(out / "curves.png")
+    curves = images.load_image(out / "curves.png")
     assert curves.shape == (350, 1000, 3) and curves.std() > 10
 
 
@@ -154,7 +157,8 @@ def scripted(val_nmes):
     passes the given val NMEs in turn."""
     values = iter(val_nmes)
 
-    def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, progress=True):
+    def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, progress=True,
+                  heatmap_weight=0.01):
         if optimizer is not None:
             return 1.0, 0.5
         v = next(values)
@@ -322,7 +326,7 @@ def test_command_line_augmentation_and_init_options():
     assert cfg.arch_args() == {"width": 32, "input_size": 112}
 
 
-W300_READY = (data_load.DATA_DIR / data_load.W300_NAME / "keypoints.csv").is_file()
+W300_READY = (data_load.DATA_DIR / fetch_data.W300_NAME / "keypoints.csv").is_file()
 
 
 @pytest.mark.skipif(not W300_READY, reason="no data/300w_train (set FKP_DATA_MIRROR)")
@@ -330,8 +334,8 @@ def test_extra_data_300w_adds_only_its_training_part(tmp_path):
     cfg = TrainConfig(**TINY, extra_data="300w", out=str(tmp_path))
     train_dl, val_dl = train.make_loaders(cfg)
     course, extra = train_dl.dataset.datasets
-    _, held = data_load.split_300w_files()
-    assert len(course) == 24 and len(extra) + len(held) == len(data_load.dataset_300w())
+    _, held = data_300w.split_300w_files()
+    assert len(course) == 24 and len(extra) + len(held) == len(data_300w.dataset_300w())
     assert not set(extra.filenames) & set(held)
     assert val_dl.dataset.filenames[0] in data_load.dataset("train").filenames
     sample = extra[0]
