@@ -1,6 +1,6 @@
 # Two commands for a fresh machine:
-#   make demo   set up, fetch data, run the shipped model on the bundled photo
-#   make test   set up, fetch data, run every test (unit tests, notebooks, spelling)
+#   make demo   set up the environment, run the shipped model on the bundled photo
+#   make test   set up, fetch data, run every check (lint, spelling, unit tests, notebooks)
 # Set FKP_DATA_MIRROR=/path/to/folder/with/train-test-data.zip where there is no internet.
 
 PYTHON ?= python3
@@ -9,14 +9,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-benchmark
 NOTEBOOKS := 1_Load_and_Visualize.ipynb 2_Define_Train_CNN.ipynb 3_Haar_Detection.ipynb 4_Fun_Filters.ipynb
+PYTEST := $(PY) -m pytest -q --durations=15
 
-.PHONY: demo test unit notebooks spell data venv lab clean
+.PHONY: demo test test-fast unit notebooks lint spell data venv lab clean
 
 venv: $(STAMP)
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # fkp-detect, fkp-train, ...
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -28,23 +30,29 @@ $(BENCH_STAMP): $(STAMP) requirements-benchmark.txt
 data: $(STAMP)
 	$(PY) fetch_data.py
 
-demo: data
+demo: $(STAMP)
 	$(PY) detect.py --annotate out/demo --json out/demo/demo.json
 	@echo "annotated photo written to out/demo/"
 
-unit: data $(BENCH_STAMP)
-	$(PY) -m pytest -q tests
-
-notebooks: data
-	FKP_FAST=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 spell: $(STAMP)
-	$(VENV)/bin/codespell *.py tests/*.py README.md $(wildcard $(NOTEBOOKS)) saved_models/*.md
+	$(VENV)/bin/codespell *.py tests/*.py README.md $(wildcard $(NOTEBOOKS)) saved_models/*.md templates/*.md
+
+unit: data $(BENCH_STAMP)
+	$(PYTEST) tests
+
+test-fast: data
+	$(PYTEST) -m "not slow" tests
+
+notebooks: data
+	FKP_FAST=1 $(PYTEST) --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))
 
 test: data $(BENCH_STAMP)
-	$(MAKE) spell
-	$(PY) -m pytest -q tests
-	FKP_FAST=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))
+	$(MAKE) lint spell
+	$(PYTEST) tests
+	FKP_FAST=1 $(PYTEST) --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))
 
 lab: data
 	$(VENV)/bin/jupyter lab

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from data_load import COURSE_IMAGES_DIR, DATA_DIR, CROP_SCALE, dataset
+from data_load import COURSE_IMAGES_DIR, CROP_SCALE, DATA_DIR, dataset
 from detectors import crop_for_box
 from evaluate import evaluate, match_detection
 from fetch_data import dataset_ready
@@ -94,7 +94,7 @@ def pipeline_per_image(detector, paths, repeat=1):
     """Median and mean ms per image for the whole pipeline, and the number of faces found."""
     times, faces = [], 0
     for path in paths:
-        t = time_it(lambda: detector.get_landmarks(path), repeat)
+        t = time_it(lambda path=path: detector.get_landmarks(path), repeat)
         times.append(min(t))
         faces += len(detector.get_landmarks(path))
     return 1000 * statistics.median(times), 1000 * float(np.mean(times)), faces
@@ -235,7 +235,8 @@ def untrained_checkpoint(spec, folder) -> Path:
     size = arch_args.pop("input", arch_args.get("input_size", 112))
     if arch in ("heatmap", "net"):
         arch_args["input_size"] = size
-    path = Path(folder) / f"untrained-{arch}-{'-'.join(f'{k}{v}' for k, v in arch_args.items())}-{size}.pt"
+    args_text = "-".join(f"{k}{v}" for k, v in arch_args.items())
+    path = Path(folder) / f"untrained-{arch}-{args_text}-{size}.pt"
     save_checkpoint(path, build_model(arch, **arch_args).eval(),
                     checkpoint_meta(arch, arch_args, size, CROP_SCALE, size / 2, size / 4,
                                     command="untrained"))

@@ -26,7 +26,6 @@ from fetch_data import fetch_300w
 from images import as_rgb_array
 from utils import atomic_write_text
 
-
 #: Pictures without a face, bundled with scikit-image (no download): false-detection check.
 FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "hubble_deep_field",
              "text", "grass", "gravel", "brick", "cell", "colorwheel", "logo", "microaneurysms",

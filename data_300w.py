@@ -14,11 +14,8 @@ them.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -31,6 +28,7 @@ from data_load import DATA_DIR, DataError, FacialKeypointsDataset, cut_window
 from fetch_data import COMPLETE_MARKER, W300_NAME
 from images import load_image
 from landmarks import N_KEYPOINTS
+from utils import atomic_folder
 
 
 def photo_groups_300w(filenames, readme=None) -> dict:
@@ -131,10 +129,8 @@ def convert_300w(sources, dest=None, quiet=False) -> Path:
     """
     dest = Path(dest or DATA_DIR / W300_NAME)
     rows = []
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".convert-300w-", dir=dest.parent) as tmp:
-        staging = Path(tmp) / dest.name
-        (staging / "images").mkdir(parents=True)
+    with atomic_folder(dest) as staging:
+        (staging / "images").mkdir()
         for source in sources:
             prefix, folder = _split_source(source)
             pts_files = sorted(folder.glob("*.pts"))
@@ -151,12 +147,9 @@ def convert_300w(sources, dest=None, quiet=False) -> Path:
                 rows.append([name, *np.round(q.reshape(-1), 2)])
         frame = pd.DataFrame(rows).set_index(0)
         frame.index.name = None
-        frame.columns = range(136)
+        frame.columns = range(2 * N_KEYPOINTS)
         frame.to_csv(staging / "keypoints.csv")
-        (staging / COMPLETE_MARKER).write_text("300w_train (converted)\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
+        (staging / COMPLETE_MARKER).write_text(f"{dest.name} (converted)\n")
     if not quiet:
         print(f"{len(rows)} faces converted into {dest}")
     return dest

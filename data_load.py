@@ -233,7 +233,8 @@ class Rescale:
         img = _as_tv_image(image)
         img = TF.resize(img, [new_h, new_w], antialias=True)
         key_pts = np.asarray(key_pts, dtype=np.float32) * [new_w / w, new_h / h]
-        return {**sample, "image": _from_tv_image(img, image), "keypoints": key_pts.astype(np.float32)}
+        return {**sample, "image": _from_tv_image(img, image),
+                "keypoints": key_pts.astype(np.float32)}
 
 
 class RandomCrop:
@@ -241,7 +242,9 @@ class RandomCrop:
 
     def __init__(self, output_size):
         assert isinstance(output_size, (int, tuple))
-        self.output_size = (output_size, output_size) if isinstance(output_size, int) else output_size
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.output_size = output_size
 
     def _corner(self, h, w, new_h, new_w):
         top = int(torch.randint(0, h - new_h + 1, ()).item())
@@ -360,10 +363,10 @@ class ColorJitter:
 class Degrade:
     """Photographic damage on a model-input tensor (1, H, W) in [0, 1]; keypoints do not move.
 
-    Each with probability ``p``: a Gaussian blur (sigma 0.1-1.5 px, as from focus or motion), Gaussian
-    noise (sigma up to 0.05), and an occluding patch (2-15 % of the area, random grey value, as
-    a hand, a microphone or hair in front of the face). Trains for real photos, which are less
-    clean than the dataset's video frames.
+    Each with probability ``p``: a Gaussian blur (sigma 0.1-1.5 px, as from focus or motion),
+    Gaussian noise (sigma up to 0.05), and an occluding patch (2-15 % of the area, random grey
+    value, as a hand, a microphone or hair in front of the face). Trains for real photos, which
+    are less clean than the dataset's video frames.
     """
 
     def __init__(self, p=0.3):
@@ -432,7 +435,8 @@ def crop_face(image, crop, size, key_pts=None):
 
 
 def uncrop_keypoints(key_pts, crop, size):
-    """Map keypoints from a ``size``-px crop made by ``crop_face(.., crop, ..)`` back to the image."""
+    """Map keypoints from a ``size``-px crop made by ``crop_face(.., crop, ..)`` back to the
+    image."""
     x, y, side = (float(v) for v in crop)
     top, left, s = int(round(y)), int(round(x)), max(1, int(round(side)))
     return np.asarray(key_pts, dtype=np.float64) * (s / size) + [left, top]
@@ -481,7 +485,8 @@ def face_transform(size, crop_scale=CROP_SCALE, kp_mean=None, kp_std=None, augme
     Keypoints are scaled by ``(kp - kp_mean) / kp_std`` (default: centre ``size/2``, spread
     ``size/4``). With ``augment``: mirror with probability ``flip`` (indices swapped), rotation
     up to ``degrees``, a jittered crop (as from an imprecise face detector), brightness/contrast
-    changes (``color_jitter``) and, with ``degrade`` > 0, blur, noise and occlusion (``Degrade(p=degrade)``).
+    changes (``color_jitter``) and, with ``degrade`` > 0, blur, noise and occlusion
+    (``Degrade(p=degrade)``).
     """
     kp_mean = size / 2 if kp_mean is None else kp_mean
     kp_std = size / 4 if kp_std is None else kp_std

@@ -208,8 +208,9 @@ def main(argv=None):
     if not args.quiet:
         n_faces = sum(len(e["faces"]) for e in entries)
         n_bad = sum(e["error"] is not None for e in entries)
+        where = f"; annotated -> {annotate}" if annotate else ""
         print(f"{len(entries)} image(s)/frame(s), {n_faces} face(s), {n_bad} unreadable, "
-              f"{time.perf_counter() - t0:.2f} s" + (f"; annotated -> {annotate}" if annotate else ""))
+              f"{time.perf_counter() - t0:.2f} s{where}")
         for e in entries:
             if e["error"]:
                 print(f"  error: {e['error']}", file=sys.stderr)

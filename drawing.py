@@ -6,7 +6,6 @@ import numpy as np
 
 from landmarks import REGIONS
 
-
 REGION_COLORS = {"jaw": (255, 200, 0), "brows": (255, 80, 80), "nose": (80, 220, 80),
                  "eyes": (80, 160, 255), "mouth": (255, 80, 255)}
 

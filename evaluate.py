@@ -32,7 +32,6 @@ from models import DEFAULT_MODEL
 from pipeline import FaceKeypointDetector
 from utils import atomic_write_json
 
-
 PROTOCOL_TITLES = {"crop": "(a) model on ground-truth face crops",
                    "pipeline": "(b) full pipeline: Haar detection -> crop -> model"}
 
@@ -125,7 +124,8 @@ def calibrate_detector(detector=None, subset=1000):
     """``detectors.calibrate`` on the first ``subset`` training frames (default detector:
     ``HaarFaceDetector()``)."""
     ds = dataset("train", subset=subset)
-    samples = ((s["image"], s["keypoints"]) for s in (ds[i] for i in tqdm(range(len(ds)), desc="calibrating")))
+    samples = ((s["image"], s["keypoints"])
+               for s in (ds[i] for i in tqdm(range(len(ds)), desc="calibrating")))
     return calibrate(detector or HaarFaceDetector(), samples)
 
 

@@ -81,9 +81,10 @@ class OnnxKeypointModel:
     (N, 136) tensor out.
 
     onnxruntime runs on ``threads`` (default: half the cores, at least one) and its threads do
-    not spin while waiting for work. Measured on 2 cores: spinning threads make the keypoint step alone faster (2.5-2.8 ms instead of about
-    4 ms per face) but steal the cores from the Haar detector and torch, and the whole pipeline
-    slower (43 ms instead of 31 ms per test frame); one thread beat two. ``detect.py --backend
+    not spin while waiting for work. Measured on 2 cores: spinning threads make the keypoint
+    step alone faster (2.5-2.8 ms instead of about 4 ms per face) but steal the cores from the
+    Haar detector and torch, and the whole pipeline slower (43 ms instead of 31 ms per test
+    frame); one thread beat two. ``detect.py --backend
     onnx`` also puts torch on one thread (torch then only cuts and scales the face crops)."""
 
     def __init__(self, path, threads=None):

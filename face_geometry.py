@@ -12,8 +12,17 @@ import cv2
 import numpy as np
 
 from images import check_image, warp_affine
-from landmarks import (CHIN, LEFT_EYE, LEFT_EYE_OUTER, MOUTH_LEFT, MOUTH_RIGHT, N_KEYPOINTS,
-                       NOSE_TIP, RIGHT_EYE, RIGHT_EYE_OUTER)
+from landmarks import (
+    CHIN,
+    LEFT_EYE,
+    LEFT_EYE_OUTER,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    N_KEYPOINTS,
+    NOSE_TIP,
+    RIGHT_EYE,
+    RIGHT_EYE_OUTER,
+)
 
 
 def keypoints_of(face) -> np.ndarray | None:

@@ -29,9 +29,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_load import COURSE_IMAGES_DIR, DATA_DIR, SPLITS, DataError, _far_outside, read_keypoints_csv
+from data_load import (
+    COURSE_IMAGES_DIR,
+    DATA_DIR,
+    SPLITS,
+    DataError,
+    _far_outside,
+    read_keypoints_csv,
+)
 from images import load_image
-from utils import atomic_path, atomic_write_text
+from utils import atomic_folder, atomic_path, atomic_write_text
 
 DATA_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/"
             "5aea1b91_train-test-data/train-test-data.zip")
@@ -199,40 +206,40 @@ def fetch_course_images(dest=None, quiet=False) -> Path:
         print(f"course images ready in {dest}")
     return dest
 
-def fetch_300w(data_dir=None, quiet=False):
-    """Copy the 300-W training crops (``300w_train/``: images/ + keypoints.csv) from the mirror.
+#: The 300-W crop folders a mirror may hold (``$FKP_DATA_MIRROR/<name>``): training crops
+#: (LFPW and HELEN train), more training crops (AFW) and test crops (LFPW and HELEN test: for
+#: testing only).
+W300_SETS = (W300_NAME, "300w_afw", "300w_test")
+
+
+def fetch_300w(data_dir=None, quiet=False, name=W300_NAME):
+    """Copy 300-W crops (``<name>/``: images/ + keypoints.csv) from the mirror into data/.
 
     300-W has no public download URL that fits this layout (its publishers distribute it under
-    their own terms), so it comes only from ``$FKP_DATA_MIRROR/300w_train`` — see its README for
+    their own terms), so it comes only from ``$FKP_DATA_MIRROR/<name>`` — see its README for
     provenance and terms: never commit or redistribute it. Returns the folder, or ``None`` when
-    no mirror holds it. Copied through a temporary folder, renamed when complete.
+    no mirror holds it. Copied through a staging folder, moved into place when complete.
     """
-    dest = Path(data_dir or DATA_DIR) / W300_NAME
+    dest = Path(data_dir or DATA_DIR) / name
     if (dest / COMPLETE_MARKER).is_file():
         return dest
     mirror = _mirror_dir(MIRROR_ENV)
-    source = mirror / W300_NAME if mirror is not None else None
+    source = mirror / name if mirror is not None else None
     if source is None or not (source / "keypoints.csv").is_file():
         if not quiet:
-            print(f"300-W crops not available (no ${MIRROR_ENV}/{W300_NAME}); skipped")
+            print(f"300-W crops not available (no ${MIRROR_ENV}/{name}); skipped")
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-300w-", dir=dest.parent) as tmp:
-        staging = Path(tmp) / W300_NAME
-        shutil.copytree(source, staging)
+    with atomic_folder(dest) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
         frame = read_keypoints_csv(staging / "keypoints.csv")
         missing = [n for n in frame.iloc[:, 0] if not (staging / "images" / n).is_file()]
         if missing:
             raise DataError(f"{source}: {len(missing)} image(s) listed in keypoints.csv are "
                             f"missing, e.g. {missing[0]}")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    atomic_write_text(dest / COMPLETE_MARKER, f"{W300_NAME}\n")
+        (staging / COMPLETE_MARKER).write_text(f"{name}\n")
     if not quiet:
         print(f"300-W crops ready in {dest}")
     return dest
-
 
 
 def main(argv=None):
@@ -249,7 +256,8 @@ def main(argv=None):
             return 1 if problems else 0
         fetch_dataset(args.data_dir)
         fetch_course_images(args.images_dir)
-        fetch_300w(args.data_dir)
+        for name in W300_SETS:
+            fetch_300w(args.data_dir, name=name)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

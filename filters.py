@@ -28,8 +28,19 @@ from art import ART_KINDS, COURSE_ART, own_art, trim_art
 from data_load import COURSE_IMAGES_DIR
 from face_geometry import eye_centres, eye_line_angle, face_keypoints, keypoints_of, usable
 from images import as3x3, check_image, load_image, warp_affine
-from landmarks import (CHIN, JAW_LEFT_END, JAW_RIGHT_END, LEFT_BROW, LEFT_EYE_OUTER, MOUTH_LEFT,
-                       MOUTH_RIGHT, NOSE_BOTTOM, RIGHT_BROW, RIGHT_EYE_OUTER, UPPER_LIP_TOP)
+from landmarks import (
+    CHIN,
+    JAW_LEFT_END,
+    JAW_RIGHT_END,
+    LEFT_BROW,
+    LEFT_EYE_OUTER,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    NOSE_BOTTOM,
+    RIGHT_BROW,
+    RIGHT_EYE_OUTER,
+    UPPER_LIP_TOP,
+)
 
 #: What ``apply_filter`` knows.
 FILTERS = ART_KINDS + ("blur",)

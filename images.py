@@ -62,7 +62,8 @@ def pil_to_rgb(im: Image.Image, alpha=False) -> np.ndarray:
         raise ValueError("empty image")
     if alpha:
         rgb = pil_to_rgb(im)
-        transparent = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        transparent = im.mode in ("RGBA", "LA", "PA") or \
+            (im.mode == "P" and "transparency" in im.info)
         a = np.asarray(im.convert("RGBA"), dtype=np.uint8)[..., 3] if transparent else \
             np.full(rgb.shape[:2], 255, np.uint8)
         return np.ascontiguousarray(np.dstack([rgb, a]))

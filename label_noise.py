@@ -41,7 +41,8 @@ def label_noise(split="train", data_dir=None):
     index = {f: i for i, f in enumerate(ds.filenames)}
     pair_nme = []
     for a, b in consecutive_frame_pairs(ds.filenames):
-        pa, pb = ds.keypoints(index[a]).astype(np.float64), ds.keypoints(index[b]).astype(np.float64)
+        pa = ds.keypoints(index[a]).astype(np.float64)
+        pb = ds.keypoints(index[b]).astype(np.float64)
         m, _ = cv2.estimateAffinePartial2D(pa, pb, method=cv2.LMEDS)
         if m is None:
             continue

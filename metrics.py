@@ -77,9 +77,12 @@ def summarize(pred, gt):
 def format_metrics(m, title=""):
     """A short human-readable block for one ``summarize`` result."""
     lines = [title] if title else []
-    lines.append(f"  faces found     {m['faces_found']}/{m['faces']} ({100 * m['found_rate']:.1f} %)")
-    lines.append(f"  NME mean        {100 * m['nme_mean']:.2f} %   median {100 * m['nme_median']:.2f} %")
+    lines.append(f"  faces found     {m['faces_found']}/{m['faces']} "
+                 f"({100 * m['found_rate']:.1f} %)")
+    lines.append(f"  NME mean        {100 * m['nme_mean']:.2f} %   "
+                 f"median {100 * m['nme_median']:.2f} %")
     lines.append(f"  AUC@8 %         {m['auc@8']:.3f}      FR@8 % {100 * m['fr@8']:.2f} %")
     lines.append(f"  RMSE            {m['rmse_px']:.2f} px")
-    lines.append("  per region NME  " + "  ".join(f"{k} {100 * m['nme_' + k]:.2f} %" for k in REGIONS))
+    lines.append("  per region NME  "
+                 + "  ".join(f"{k} {100 * m['nme_' + k]:.2f} %" for k in REGIONS))
     return "\n".join(lines)

@@ -140,7 +140,8 @@ class HeatmapKeypoints(nn.Module):
     def __init__(self, width=32, head=64, input_size=112, sigma=6.0, in_channels=1):
         super().__init__()
         if input_size % 16:
-            raise ValueError(f"HeatmapKeypoints needs an input size divisible by 16, got {input_size}")
+            raise ValueError(f"HeatmapKeypoints needs an input size divisible by 16, "
+                             f"got {input_size}")
         self.width, self.head, self.input_size, self.sigma = width, head, input_size, sigma
         trunk = ResNet18Keypoints(width=width, in_channels=in_channels)
         self.encoder = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool,

@@ -20,8 +20,15 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from data_load import (CROP_SCALE, Normalize, ToTensor, crop_face, keypoint_box, square_crop_box,
-                       uncrop_keypoints)
+from data_load import (
+    CROP_SCALE,
+    Normalize,
+    ToTensor,
+    crop_face,
+    keypoint_box,
+    square_crop_box,
+    uncrop_keypoints,
+)
 from detectors import HaarFaceDetector, box_overlaps, crop_for_box
 from export import onnx_model_for
 from images import as_rgb_array

@@ -100,13 +100,13 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, settings=No
         m = results[protocol]
         rows.append(f"| {title} | {m['faces_found']}/{m['faces']} | {100 * m['nme_mean']:.2f} | "
                     f"{100 * m['nme_median']:.2f} | {m['auc@8']:.3f} | {100 * m['fr@8']:.2f} | "
-                    f"{m['rmse_px']:.2f} | " + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS)
-                    + " |")
+                    f"{m['rmse_px']:.2f} | "
+                    + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
     cfg = ckpt.get("train_config", {})
     m = ckpt["metrics"]
     header = ("| protocol | faces found | NME mean % | NME median % | AUC@8 | FR@8 % | RMSE px | "
-              + " | ".join(k + " %" for k in REGIONS) + " |\n| --- | --- | --- | --- | --- | --- | --- | "
-              + " | ".join("---" for _ in REGIONS) + " |\n")
+              + " | ".join(k + " %" for k in REGIONS) + " |\n"
+              + "| --- " * (7 + len(REGIONS)) + "|\n")
     text = Template(CARD_TEMPLATE.read_text()).substitute(
         name=dest.name, command=command or f"python ship.py --model {model_path} --dest {dest}",
         arch=ckpt["arch"], arch_args=ckpt.get("arch_args", {}), input_size=ckpt["input_size"],
@@ -117,8 +117,9 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, settings=No
         train_command=ckpt.get("command", "?"), init_history=_init_history(cfg),
         val_nme=f"{100 * m.get('val_nme', float('nan')):.2f}", epoch=m.get("epoch", "?"),
         train_minutes=m.get("train_minutes", "?"),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU; torch {torch.__version__}",
-        curves=f"- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`." if curves else "",
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores; torch {torch.__version__}",
+        curves=(f"- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`."
+                if curves else ""),
         test_table=header + "\n".join(rows), outside=_outside_rows(outside), terms=_terms(cfg))
     atomic_write_text(card_path, text)
     return dest, card_path
@@ -142,7 +143,9 @@ def _extra_data(cfg):
 
 def _mean_offset(ckpt, kind):
     bias = (ckpt.get("bias") or {}).get(kind)
-    return None if bias is None else np.round(np.mean(np.reshape(bias, (-1, 2)), axis=0), 3).tolist()
+    if bias is None:
+        return None
+    return np.round(np.mean(np.reshape(bias, (-1, 2)), axis=0), 3).tolist()
 
 
 def _init_history(cfg):

@@ -42,8 +42,16 @@ from data_load import CROP_SCALE, DataError
 from images import ImageReadError
 from landmarks import N_KEYPOINTS
 from metrics import nme
-from models import (ARCHITECTURES, ModelLoadError, build_model, checkpoint_meta,
-                    count_parameters, load_model, load_weights, save_checkpoint)
+from models import (
+    ARCHITECTURES,
+    ModelLoadError,
+    build_model,
+    checkpoint_meta,
+    count_parameters,
+    load_model,
+    load_weights,
+    save_checkpoint,
+)
 from utils import atomic_path, atomic_torch_save, first_line, one_line
 
 ROOT = Path(__file__).resolve().parent
@@ -67,7 +75,8 @@ class TrainConfig:
     arch: str = option("resnet18", "model architecture (models.py)", choices=tuple(ARCHITECTURES))
     width: int = option(32, "resnet18 / heatmap encoder channel width (64: torchvision's resnet18)")
     input_size: int = option(112, "side of the square model input, in pixels")
-    heatmap_weight: float = option(0.01, "heatmap model: weight of the heatmap loss beside the coordinate loss")
+    heatmap_weight: float = option(0.01, "heatmap model: weight of the heatmap loss beside the "
+                                         "coordinate loss")
     # the data
     pipeline: str = option("face", "face crops with augmentation, or the course transforms",
                            choices=("face", "course"))
@@ -83,7 +92,8 @@ class TrainConfig:
     degrees: float = option(25.0, "max rotation")
     flip: float = option(0.5, "mirror probability (left/right indices swapped)")
     degrade: float = option(0.0, "probability of each of blur, noise and an occluding patch")
-    jitter_scale: float = option(0.1, "face-crop size jitter (fraction), as from an imprecise face detector")
+    jitter_scale: float = option(0.1, "face-crop size jitter (fraction), as from an imprecise "
+                                      "face detector")
     jitter_shift: float = option(0.06, "face-crop centre jitter (fraction of the crop side)")
     color_jitter: float = option(0.4, "brightness and contrast jitter")
     # optimisation
@@ -93,7 +103,8 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(1e-4, "weight decay")
     schedule: str = option("cosine", "learning-rate schedule", choices=SCHEDULES)
-    step_every: int | None = option(None, "step schedule: epochs between decays (default: a third of the epochs)")
+    step_every: int | None = option(None, "step schedule: epochs between decays (default: a "
+                                          "third of the epochs)")
     step_gamma: float = option(0.1, "step schedule: decay factor")
     plateau_factor: float = option(0.5, "plateau schedule: decay factor")
     plateau_patience: int = option(3, "plateau schedule: epochs without gain before a decay")
@@ -101,7 +112,8 @@ class TrainConfig:
     val_batch_size: int = option(64, "validation batch size")
     epochs: int = option(30, "number of epochs")
     patience: int = option(20, "stop early after this many epochs without a validation gain")
-    max_minutes: float | None = option(None, "stop (cleanly, resumable) after this much training time")
+    max_minutes: float | None = option(None, "stop (cleanly, resumable) after this much "
+                                             "training time")
     init: str | None = option(None, "start from the weights of this checkpoint (fine-tuning)")
     seed: int = option(0, "random seed (also of the split by person)")
     # the run
@@ -165,8 +177,8 @@ def make_loaders(cfg: TrainConfig):
     gen = torch.Generator().manual_seed(cfg.seed)
     common = dict(num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                   worker_init_fn=_worker_init)
-    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                          generator=gen, **common)
+    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=True,
+                          drop_last=len(train_ds) > cfg.batch_size, generator=gen, **common)
     val_dl = DataLoader(val_ds, cfg.val_batch_size, shuffle=False, **common)
     return train_dl, val_dl
 
@@ -205,7 +217,8 @@ def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, pro
             targets = batch["keypoints"].flatten(1)
             if hasattr(model, "forward_heatmaps"):  # heatmap model: coordinate + heatmap loss
                 logits, outputs = model.forward_heatmaps(images)
-                loss = criterion(outputs, targets) + heatmap_weight * model.heatmap_loss(logits, targets)
+                loss = criterion(outputs, targets) + \
+                    heatmap_weight * model.heatmap_loss(logits, targets)
             else:
                 outputs = model(images)
                 loss = criterion(outputs, targets)

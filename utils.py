@@ -33,6 +33,22 @@ def atomic_path(path):
         raise
 
 
+@contextmanager
+def atomic_folder(dest):
+    """A staging folder beside ``dest`` to fill; when the block ends it takes the place of
+    ``dest`` (the old one moved aside, then removed); if the block raises, ``dest`` is left as
+    it was and the staging folder is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        staging = Path(tmp) / dest.name
+        staging.mkdir()
+        yield staging
+        if dest.exists():
+            os.replace(dest, Path(tmp) / "old")
+        os.replace(staging, dest)
+
+
 def atomic_write_text(path, text):
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

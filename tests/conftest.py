@@ -1,31 +1,48 @@
-"""Shared set-up for the unit tests: import path, one CPU thread, synthetic images and data."""
+"""Shared set-up for the unit tests: one CPU thread, synthetic images and data.
+
+The project's modules are importable through pytest's ``pythonpath`` (pyproject.toml).
+"""
 from __future__ import annotations
 
-import sys
+import collections
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+import data_load
+import fetch_data
+import landmarks
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
 
 # Other work (a training run) shares this machine: keep the tests on one thread.
 torch.set_num_threads(1)
 
 
-def pytest_configure(config):
-    # The shared samples are read-only on purpose (see _frozen); torch warns when it wraps them.
-    config.addinivalue_line("filterwarnings",
-                            "ignore:The given NumPy array is not writable:UserWarning")
+#: How many examples the fuzz tests ran, by kind (test_fuzz.py counts; the summary reports).
+FUZZ_COUNTS = collections.Counter()
 
-import data_load  # noqa: E402
-import fetch_data  # noqa: E402
-import landmarks  # noqa: E402
+
+def pytest_terminal_summary(terminalreporter):
+    """Report the fuzz tests' example counts, and say loudly when tests were skipped for want
+    of set-up's data or of optional packages: a green run without ``data/`` is not a full one."""
+    if FUZZ_COUNTS:
+        terminalreporter.write_line("fuzz examples: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(FUZZ_COUNTS.items())))
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section("NOT EVERYTHING WAS TESTED", sep="!", red=True, bold=True)
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{n:4d} test(s) skipped: {reason}", red=True, bold=True)
 
 # The first row of training_frames_keypoints.csv (Luis_Fonsi_21.jpg), in iBUG order: a real
 # face layout, written out here so that the tests do not need the dataset.
@@ -172,6 +189,7 @@ def build_fake_zip(path, drop_image=None):
     """A train-test-data.zip laid out like the real one, with ``FAKE_SPLITS`` rows, written
     with deflate. ``drop_image``: a file name left out of the zip (its CSV row stays)."""
     import io
+
     from PIL import Image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,29 +2,32 @@
 synthetic faces and the location of the dataset and the bundled photo."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+import data_load
+import fetch_data
+import landmarks
+import models
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-import data_load  # noqa: E402
-import models  # noqa: E402
-import landmarks  # noqa: E402
 
 ASTRONAUT = ROOT / "images" / "astronaut.jpg"
 #: The Haar box of the face in images/astronaut.jpg, measured once (x, y, w, h).
 ASTRONAUT_BOX = np.array([176.0, 65.0, 97.0, 97.0])
 
+#: Set-up's data (``make data``): tests that need it are skipped without it, and conftest.py
+#: says so loudly at the end of the run.
 DATA_READY = (data_load.DATA_DIR / data_load.SPLITS["train"][0]).is_file() and \
     (data_load.DATA_DIR / data_load.SPLITS["test"][0]).is_file()
-needs_data = pytest.mark.skipif(not DATA_READY, reason="dataset not in data/ (run data_load.py)")
+NO_DATA = "the dataset is not in data/: run `make data` (or `python fetch_data.py`)"
+needs_data = pytest.mark.skipif(not DATA_READY, reason=NO_DATA)
+W300_READY = (data_load.DATA_DIR / fetch_data.W300_NAME / "keypoints.csv").is_file()
+needs_300w = pytest.mark.skipif(not W300_READY, reason="no data/300w_train: set $FKP_DATA_MIRROR "
+                                                        "to a mirror that has it, then `make data`")
 
 TINY_INPUT = 64
 

@@ -47,24 +47,21 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAKE_SPLITS, face_layout, write_keypoints_csv
-from helpers_keypoints import ASTRONAUT, ASTRONAUT_BOX, ROOT, iou, make_tiny_checkpoint
-
 import data_load as dl
-import detect
-import evaluate
+import detectors
+import fetch_data
+import images
+import landmarks
 import models
+import pipeline
+import ship
 import train
+import utils
+from conftest import FAKE_SPLITS, face_layout, write_keypoints_csv
 from data_load import DataError
+from helpers_keypoints import ASTRONAUT, ASTRONAUT_BOX, ROOT, iou, make_tiny_checkpoint
 from images import ImageReadError
 from models import ModelLoadError
-import detectors  # noqa: E402
-import fetch_data  # noqa: E402
-import images  # noqa: E402
-import landmarks  # noqa: E402
-import pipeline  # noqa: E402
-import ship  # noqa: E402
-import utils  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop(fetch_data.MIRROR_ENV, None)
@@ -334,6 +331,7 @@ def check_faces(faces, case, image_shape):
         assert any(f.box[0] < 0 and f.box[1] < 100 for f in faces), [f.box for f in faces]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", IMAGE_CASES, ids=lambda c: c.id)
 def test_image_case(case, image_inputs, spy_detector, cli_runs, astronaut):
     path = image_inputs[case.id]
@@ -458,6 +456,7 @@ MODEL_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(MODEL_CASES))
 def test_model_case(kind, tmp_path, tiny_ckpt):
     path = tmp_path / f"{kind}.pt"
@@ -744,6 +743,7 @@ def _reader(stream, tag, chunks):
     chunks.put((tag, None))
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(training_data, tmp_path):
     """SIGKILL during epoch 2 of 3: last.pt (epoch 1) and best.pt load, nothing is half
     written; the same command with --resume finishes epochs 2 and 3."""

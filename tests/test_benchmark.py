@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from helpers_keypoints import ASTRONAUT, needs_data
-
 import benchmark
 import data_load
+import detectors
+import images
+import pipeline
+from helpers_keypoints import ASTRONAUT, needs_data
 from metrics import nme
-import detectors  # noqa: E402
-import images  # noqa: E402
-import pipeline  # noqa: E402
 
 needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or
                                 importlib.util.find_spec("face_recognition_models") is None,
-                                reason="dlib not installed: pip install -r requirements-benchmark.txt")
+                                reason="dlib not installed: "
+                                       "pip install -r requirements-benchmark.txt")
 
 
 @needs_dlib
@@ -111,6 +111,7 @@ def test_write_table(tmp_path, capsys):
     assert "7.2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_model_row_of_an_untrained_spec_has_latency_but_no_accuracy(tmp_path):
     row = benchmark.model_row("resnet18:width=8", tmp=tmp_path, progress=False)
     assert row["arch"] == "resnet18 {'width': 8}" and row["parameters (M)"] < 1
@@ -119,6 +120,7 @@ def test_model_row_of_an_untrained_spec_has_latency_but_no_accuracy(tmp_path):
     assert not list(tmp_path.iterdir())     # the temporary checkpoint and export are removed
 
 
+@pytest.mark.slow
 def test_untrained_spec_with_another_input_size(tmp_path):
     row = benchmark.model_row("heatmap:width=8,input=64", tmp=tmp_path, progress=False)
     assert row["input px"] == 64 and row["arch"] == "heatmap {'width': 8, 'input_size': 64}"

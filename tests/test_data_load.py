@@ -26,16 +26,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import data_load as dl
 import data_300w
+import data_load as dl
 import fetch_data
 import images
 import landmarks
-from conftest import (FACE_ROW, FAKE_SPLITS, IMG_H, IMG_W, MARKER_COLORS, build_fake_zip,
-                      draw_dots, face_layout, write_keypoints_csv)
-
-DATA_READY = (dl.DATA_DIR / dl.SPLITS["train"][0]).is_file()
-needs_data = pytest.mark.skipif(not DATA_READY, reason="dataset not in data/ (run data_load.py)")
+from conftest import (
+    FACE_ROW,
+    FAKE_SPLITS,
+    IMG_H,
+    IMG_W,
+    MARKER_COLORS,
+    build_fake_zip,
+    draw_dots,
+    face_layout,
+    write_keypoints_csv,
+)
+from helpers_keypoints import needs_data
 
 SEEDS = range(6)
 
@@ -964,7 +971,8 @@ def test_split_300w_keeps_photos_and_listed_duplicates_together(tmp_path):
              "lfpw_image_0002.jpg", "lfpw_image_0003.jpg"] + [f"lfpw_image_1{i:03d}.jpg"
                                                              for i in range(40)]
     readme = tmp_path / "README.md"
-    readme.write_text("groups:\n  - lfpw_image_0001, lfpw_image_0003\n  - helen_2_1, lfpw_image_0002\n")
+    readme.write_text("groups:\n  - lfpw_image_0001, lfpw_image_0003\n"
+                      "  - helen_2_1, lfpw_image_0002\n")
     group = data_300w.photo_groups_300w(names, readme)
     assert group["helen_1_1.jpg"] == group["helen_1_2.jpg"] != group["helen_2_1.jpg"]
     assert group["lfpw_image_0001.jpg"] == group["lfpw_image_0003.jpg"]
@@ -973,7 +981,8 @@ def test_split_300w_keeps_photos_and_listed_duplicates_together(tmp_path):
         train, held = data_300w.split_300w(names, 0.3, seed, readme)
         assert sorted(train + held) == sorted(names) and train and held
         assert not {group[n] for n in train} & {group[n] for n in held}
-    assert data_300w.split_300w(names, 0.3, 0, readme) == data_300w.split_300w(names, 0.3, 0, readme)
+    again = data_300w.split_300w(names, 0.3, 0, readme)
+    assert data_300w.split_300w(names, 0.3, 0, readme) == again
 
 
 def test_crop_face_is_torchvisions_resized_crop_where_the_window_meets_the_image():

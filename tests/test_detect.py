@@ -18,17 +18,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_keypoints import (ASTRONAUT, ASTRONAUT_BOX, ROOT, TINY_INPUT, iou,
-                               make_tiny_checkpoint, needs_data)
-
 import data_load
 import detect
+import detectors
 import evaluate
+import images
+import pipeline
+from helpers_keypoints import (
+    ASTRONAUT,
+    ASTRONAUT_BOX,
+    ROOT,
+    TINY_INPUT,
+    iou,
+    make_tiny_checkpoint,
+    needs_data,
+)
 from images import ImageReadError
 from landmarks import FLIP_INDICES
-import detectors  # noqa: E402
-import images  # noqa: E402
-import pipeline  # noqa: E402
 
 FLIP = list(FLIP_INDICES)
 
@@ -461,6 +467,7 @@ def check_face_json(face):
     assert all(len(p) == 2 and all(np.isfinite(p)) for p in face["keypoints"])
 
 
+@pytest.mark.slow
 def test_cli_mixed_inputs_exit_1_and_every_input_has_an_entry(mixed_run):
     proc, inputs, by_path = mixed_run["proc"], mixed_run["inputs"], mixed_run["by_path"]
     assert proc.returncode == 1, proc.stderr
@@ -482,7 +489,8 @@ def test_cli_mixed_inputs_exit_1_and_every_input_has_an_entry(mixed_run):
 def test_cli_json_layout_of_good_images(mixed_run):
     inputs, by_path = mixed_run["inputs"], mixed_run["by_path"]
     assert set(mixed_run["result"]) == {"model", "images"}
-    for path, (w, h) in [(inputs["astro"], (512, 512)), (f"{inputs['folder']}/a_gray.jpg", (512, 512)),
+    for path, (w, h) in [(inputs["astro"], (512, 512)),
+                         (f"{inputs['folder']}/a_gray.jpg", (512, 512)),
                          (f"{inputs['folder']}/b_face.png", (300, 300))]:
         (entry,) = by_path[path]
         assert set(entry) == {"path", "width", "height", "faces", "error"}

@@ -9,19 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_keypoints import needs_data, make_tiny_checkpoint, random_face
-
+import data_300w
 import data_load
-import detect
+import detectors
 import evaluate
+import landmarks
+import metrics
+import pipeline
+import ship
+from conftest import dataset_names, face_layout, make_image_file, write_keypoints_csv
 from data_load import keypoint_box, square_crop_box
+from helpers_keypoints import make_tiny_checkpoint, needs_300w, needs_data, random_face
 from landmarks import REGIONS
-import data_300w  # noqa: E402
-import detectors  # noqa: E402
-import fetch_data  # noqa: E402
-import landmarks  # noqa: E402
-import metrics  # noqa: E402
-import pipeline  # noqa: E402
 
 D = 40.0  # outer-eye-corner distance of the synthetic faces
 
@@ -274,11 +273,64 @@ def test_evaluate_pipeline_counts_missed_faces_as_failures(tiny_detector, monkey
     assert summary["extra_detections"] == 0
 
 
-@pytest.mark.skipif(not (data_load.DATA_DIR / fetch_data.W300_NAME / "keypoints.csv").is_file(),
-                    reason="no data/300w_train (set FKP_DATA_MIRROR)")
+@needs_300w
 def test_evaluate_on_the_300w_crops_and_only_the_named_files(tiny_detector):
     names = data_300w.dataset_300w().filenames[5:8]
     summary, details = evaluate.evaluate(tiny_detector, "300w", "crop", names=names,
                                          progress=False)
     assert summary["faces"] == 3 and details["files"] == names
     assert details["gt"].shape == (3, 68, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# ship.measure_bias: the offsets subtracted from every shipped prediction
+# --------------------------------------------------------------------------------------------
+class OffsetModel:
+    """A stand-in for the pipeline whose 'model' predicts every face's true keypoints plus a
+    known offset per keypoint (``plain``), and on mirrored crops the mirrored truth plus
+    ``mirrored``; it records which faces it was shown."""
+
+    def __init__(self, truth, train_config, size=64, crop_scale=1.3, seed=0):
+        rng = np.random.default_rng(seed)
+        self.truth, self.size, self.crop_scale = truth, size, crop_scale
+        self.meta = {"train_config": train_config}
+        self.plain = rng.normal(0, 2, (68, 2))
+        self.mirrored = rng.normal(0, 2, (68, 2))
+        self.seen = []
+
+    def crop_predictions(self, image, crops, mirrored=False):
+        name, keypoints = self.truth[image.tobytes()]
+        self.seen.append(name)
+        _, gt = data_load.crop_face(image, crops[0], self.size, keypoints)
+        flipped = np.c_[self.size - 1 - gt[:, 0], gt[:, 1]]
+        return (gt + self.plain)[None], (flipped + self.mirrored)[None]
+
+
+@pytest.fixture
+def course_layout(tmp_path):
+    """A data folder in the course layout: six people, three frames each, random faces."""
+    names = dataset_names()
+    folder = tmp_path / "training"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    points = [face_layout(center=(60, 60), width=60) + rng.normal(0, 1, (68, 2)) for _ in names]
+    for i, name in enumerate(names):
+        make_image_file(folder / name, seed=i, size=(120, 120))
+    write_keypoints_csv(tmp_path / data_load.SPLITS["train"][0], names, points)
+    return tmp_path
+
+
+def test_measure_bias_finds_a_known_offset_on_the_models_own_validation_people(course_layout):
+    config = {"val_fraction": 0.34, "seed": 1, "data_dir": str(course_layout)}
+    ds = data_load.dataset("train", data_dir=course_layout)
+    truth = {ds[i]["image"].tobytes(): (ds.filenames[i], ds[i]["keypoints"])
+             for i in range(len(ds))}
+    model = OffsetModel(truth, config)
+    bias = ship.measure_bias(model)
+    np.testing.assert_allclose(bias["plain"], model.plain, atol=2e-3)   # rounded to 0.001
+    np.testing.assert_allclose(bias["mirrored"], model.mirrored, atol=2e-3)
+    _, val_names = data_load.split_by_person(ds.filenames, 0.34, 1)
+    assert sorted(model.seen) == sorted(val_names) and bias["faces"] == len(val_names)
+    assert "seed 1" in bias["split"]
+    # another seed holds out other people: the split really comes from the checkpoint
+    assert data_load.split_by_person(ds.filenames, 0.34, 0)[1] != val_names

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_keypoints import ASTRONAUT, make_tiny_checkpoint, needs_data
-
 import data_load
 import detect
 import export
 import models
+import pipeline
+import utils
 from data_load import keypoint_box, square_crop_box
-import pipeline  # noqa: E402
-import utils  # noqa: E402
+from helpers_keypoints import ASTRONAUT, make_tiny_checkpoint, needs_data
 
 SHIPPED = models.DEFAULT_MODEL
 
@@ -36,6 +35,7 @@ def both_backends(shipped_copy):
             pipeline.FaceKeypointDetector(shipped_copy, backend="onnx"))
 
 
+@pytest.mark.slow
 def test_export_writes_the_onnx_file_beside_the_checkpoint(shipped_copy, both_backends):
     onnx_file = shipped_copy.with_suffix(".onnx")
     assert onnx_file.is_file() and not list(onnx_file.parent.glob("*.tmp"))
@@ -74,6 +74,7 @@ def test_onnx_batch_of_several_faces(both_backends):
                                    atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_stale_export_is_redone(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     first = export.onnx_model_for(ckpt)
@@ -102,6 +103,7 @@ def test_backend_choice_is_checked(tmp_path):
         pipeline.FaceKeypointDetector(ckpt, backend="tensorrt")
 
 
+@pytest.mark.slow
 def test_command_line_export(tmp_path, capsys):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     assert export.main(["--model", str(ckpt), "--out", str(tmp_path / "x.onnx")]) == 0
@@ -110,6 +112,7 @@ def test_command_line_export(tmp_path, capsys):
     assert "no such weights file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_damaged_export_beside_the_checkpoint_is_replaced(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     ckpt.with_suffix(".onnx").write_bytes(b"half a file")
@@ -117,6 +120,7 @@ def test_a_damaged_export_beside_the_checkpoint_is_replaced(tmp_path):
     assert model.metadata["checkpoint_sha256"] == utils.file_sha256(ckpt)
 
 
+@pytest.mark.slow
 def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monkeypatch):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     monkeypatch.setattr(export.tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -136,6 +140,7 @@ def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monk
     assert export.onnx_model_for(ckpt).metadata == model.metadata   # found there next time
 
 
+@pytest.mark.slow
 def test_command_line_backend_onnx_gives_the_torch_keypoints(shipped_copy, tmp_path):
     import json
     import subprocess

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+import art
+import face_geometry
 import filters
-import art  # noqa: E402
-import face_geometry  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,10 +288,12 @@ def test_align_face_puts_the_eyes_where_asked(face_points):
 def project_model(rvec_deg, image_shape=(480, 640), distance=2500.0):
     """68 keypoints (only the pose points filled) from the 3D model seen with rotation
     ``rvec_deg`` (a rotation vector in degrees) by the camera ``head_pose`` assumes."""
-    obj = np.array([face_geometry.MODEL_POINTS_3D[i] for i in face_geometry.POSE_INDICES], np.float64)
+    obj = np.array([face_geometry.MODEL_POINTS_3D[i] for i in face_geometry.POSE_INDICES],
+                   np.float64)
     rvec = np.radians(np.asarray(rvec_deg, dtype=np.float64))
     tvec = np.array([20.0, -30.0, distance])
-    img, _ = cv2.projectPoints(obj, rvec, tvec, face_geometry.camera_matrix(image_shape), np.zeros(4))
+    camera = face_geometry.camera_matrix(image_shape)
+    img, _ = cv2.projectPoints(obj, rvec, tvec, camera, np.zeros(4))
     pts = np.zeros((68, 2))
     pts[list(face_geometry.POSE_INDICES)] = img.reshape(-1, 2)
     return pts

@@ -8,11 +8,10 @@ reading and of detect.py:
     image's size (and, for lossless formats, its pixels), and ``get_landmarks`` returns a list;
 (c) one run of the command over a folder of 20 random files, valid images and random bytes.
 
-Every test counts its examples in ``COUNTS``; the last test reports them (``-s`` shows it).
+Every test counts its examples in ``conftest.FUZZ_COUNTS``; the run's summary reports them.
 """
 from __future__ import annotations
 
-import collections
 import io
 import json
 import os
@@ -27,15 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import images
+import pipeline
+from conftest import FUZZ_COUNTS
 from helpers_keypoints import ASTRONAUT, ROOT, make_tiny_checkpoint
-
-import data_load
-import detect
 from images import ImageReadError
-import images  # noqa: E402
-import pipeline  # noqa: E402
 
-COUNTS = collections.Counter()
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -185,13 +181,13 @@ def test_load_image_on_random_bytes(work_dir):
     @FUZZ
     @given(data=RANDOM_FILES)
     def run(data):
-        COUNTS["random bytes"] += 1
+        FUZZ_COUNTS["random bytes"] += 1
         path.write_bytes(data)
         if check_read(path) is None:
-            COUNTS["random bytes: unreadable"] += 1
+            FUZZ_COUNTS["random bytes: unreadable"] += 1
 
     run()
-    assert COUNTS["random bytes"] >= 60
+    assert FUZZ_COUNTS["random bytes"] >= 60
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +203,7 @@ def test_random_valid_images(work_dir, detector, astronaut):
            seed=st.integers(0, 2**16))
     def run(width, height, combo, kind, seed):
         fmt, mode = combo
-        COUNTS["valid images"] += 1
+        FUZZ_COUNTS["valid images"] += 1
         rgb = rgb_content(kind, width, height, seed, astronaut)
         path = work_dir / f"image{FORMATS[fmt]}"
         path.write_bytes(encode(make_image(rgb, mode, seed), fmt))
@@ -221,15 +217,16 @@ def test_random_valid_images(work_dir, detector, astronaut):
         assert isinstance(faces, list)
         for face in faces:
             assert face.keypoints.shape == (68, 2) and np.isfinite(face.keypoints).all()
-        COUNTS["valid images: faces found"] += len(faces)
+        FUZZ_COUNTS["valid images: faces found"] += len(faces)
 
     run()
-    assert COUNTS["valid images"] >= 60
+    assert FUZZ_COUNTS["valid images"] >= 60
 
 
 # --------------------------------------------------------------------------------------------
 # (c) the command over a folder of random files
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_command_on_a_folder_of_random_files(work_dir, detector, astronaut):
     folder = work_dir / "folder"
     folder.mkdir()
@@ -252,7 +249,7 @@ def test_command_on_a_folder_of_random_files(work_dir, detector, astronaut):
             path = folder / f"{k:02d}_bytes{ext}"
             path.write_bytes(data)
             expected[str(path)] = None
-    COUNTS["command: files"] += len(expected)
+    FUZZ_COUNTS["command: files"] += len(expected)
     out = work_dir / "out.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "detect.py", str(folder), "--json", str(out),
@@ -273,11 +270,4 @@ def test_command_on_a_folder_of_random_files(work_dir, detector, astronaut):
                 assert entry["error"].startswith(entry["path"]) and entry["faces"] == []
         failed |= entry["error"] is not None
     assert proc.returncode == (1 if failed else 0)
-    COUNTS["command: unreadable"] += sum(e["error"] is not None for e in entries)
-
-
-def test_zz_report_fuzz_counts(capsys):
-    """The number of examples run, printed past pytest's output capture."""
-    line = "fuzz examples: " + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items()))
-    with capsys.disabled():
-        print("\n" + line)
+    FUZZ_COUNTS["command: unreadable"] += sum(e["error"] is not None for e in entries)

@@ -9,8 +9,8 @@ import torch.nn as nn
 import torchvision
 
 import models
+import utils
 from models import ModelLoadError, Net, ResNet18Keypoints
-import utils  # noqa: E402
 
 
 def _meta(arch, arch_args, input_size, **extra):
@@ -259,7 +259,8 @@ def test_heatmap_confidence_is_a_probability(small_heatmap):
 
 def test_heatmap_checkpoint_round_trip(tmp_path, small_heatmap):
     path = tmp_path / "h.pt"
-    models.save_checkpoint(path, small_heatmap, _meta("heatmap", {"width": 8, "input_size": 64}, 64))
+    meta = _meta("heatmap", {"width": 8, "input_size": 64}, 64)
+    models.save_checkpoint(path, small_heatmap, meta)
     loaded, meta = models.load_model(path, expect_arch="heatmap")
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():

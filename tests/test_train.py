@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_keypoints import needs_data
-
+import data_300w
 import data_load
+import evaluate
+import images
 import models
+import pipeline
 import train
+from helpers_keypoints import needs_300w, needs_data
 from train import TrainConfig
-import data_300w  # noqa: E402
-import fetch_data  # noqa: E402
-import images  # noqa: E402
 
 pytestmark = needs_data
 
@@ -124,6 +124,25 @@ def test_different_seed_gives_different_numbers(run_a, tmp_path):
     c = train.train(cfg, progress=False)
     first_a, first_c = a["history"][0], c["history"][0]
     assert all(first_a[k] != first_c[k] for k in ["train_loss", "val_loss", "val_nme"])
+
+
+def test_a_seed_1_models_validation_people_are_read_from_its_checkpoint(tmp_path):
+    """A model trained with ``--seed 1`` holds out other people than the default seed 0 would;
+    everything that measures on "the validation people" (``evaluate --split val``,
+    ``ship.measure_bias``) must use the model's own split, read from its checkpoint."""
+    cfg = TrainConfig(**{**TINY, "epochs": 1}, seed=1, out=str(tmp_path))
+    train_dl, _ = train.make_loaders(TrainConfig(**{**TINY, "subset": None}, seed=1))
+    trained_on = {data_load.person_of(f) for f in train_dl.dataset.filenames}  # all it may use
+    train.train(cfg, progress=False)
+    meta = models.load_model(tmp_path / "best.pt")[1]
+    _, val_names = data_load.person_split(meta["train_config"])
+    assert val_names and not {data_load.person_of(f) for f in val_names} & trained_on
+    detector = pipeline.FaceKeypointDetector(tmp_path / "best.pt")
+    _, details = evaluate.evaluate(detector, "val", "crop", subset=5, progress=False)
+    assert set(details["files"]) <= set(val_names)
+    # the defaults (seed 0) would have measured partly on this model's training people
+    _, default_val = data_load.person_split(None)
+    assert {data_load.person_of(f) for f in default_val} & trained_on
 
 
 def test_resume_continues_exactly(run_a, tmp_path):
@@ -326,10 +345,7 @@ def test_command_line_augmentation_and_init_options():
     assert cfg.arch_args() == {"width": 32, "input_size": 112}
 
 
-W300_READY = (data_load.DATA_DIR / fetch_data.W300_NAME / "keypoints.csv").is_file()
-
-
-@pytest.mark.skipif(not W300_READY, reason="no data/300w_train (set FKP_DATA_MIRROR)")
+@needs_300w
 def test_extra_data_300w_adds_only_its_training_part(tmp_path):
     cfg = TrainConfig(**TINY, extra_data="300w", out=str(tmp_path))
     train_dl, val_dl = train.make_loaders(cfg)
