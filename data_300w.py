@@ -63,16 +63,18 @@ def split_300w(filenames, holdout_fraction=0.2, seed=0, readme=None):
             [n for n in filenames if group[n] in held])
 
 
-def split_300w_files(data_dir=None):
+def split_300w_files(data_dir=None, holdout_fraction=0.2, seed=0):
     """``split_300w`` of the crops in ``data/300w_train`` (its README's duplicate groups kept
     together): (training names, held-out names)."""
     folder = Path(data_dir or DATA_DIR) / W300_NAME
-    return split_300w(dataset_300w(data_dir=data_dir).filenames, readme=folder / "README.md")
+    return split_300w(dataset_300w(data_dir=data_dir).filenames, holdout_fraction, seed,
+                      readme=folder / "README.md")
 
 
-def dataset_300w(transform=None, data_dir=None, **kwargs):
-    """The 300-W training crops through the same dataset class (same CSV layout)."""
-    folder = Path(data_dir or DATA_DIR) / W300_NAME
+def dataset_300w(transform=None, data_dir=None, name=W300_NAME, **kwargs):
+    """300-W crops through the course's dataset class (same CSV layout): ``name`` is one of
+    ``fetch_data.W300_SETS`` (``300w_train``, ``300w_afw``, ``300w_test``)."""
+    folder = Path(data_dir or DATA_DIR) / name
     return FacialKeypointsDataset(folder / "keypoints.csv", folder / "images", transform, **kwargs)
 
 

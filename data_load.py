@@ -188,17 +188,20 @@ class Normalize:
     """Convert a color image to grayscale in [0, 1] and scale keypoints to about [-1, 1].
 
     ``keypoints' = (keypoints - kp_mean) / kp_std``; the course's values (100, 50) fit 224-px
-    inputs. Images that are already one-channel float are left as they are.
+    inputs. Images that are already one-channel float are left as they are. With
+    ``gray=False`` a colour image stays RGB (in [0, 1]).
     """
 
-    def __init__(self, kp_mean=100.0, kp_std=50.0):
-        self.kp_mean, self.kp_std = float(kp_mean), float(kp_std)
+    def __init__(self, kp_mean=100.0, kp_std=50.0, gray=True):
+        self.kp_mean, self.kp_std, self.gray = float(kp_mean), float(kp_std), gray
 
     def __call__(self, sample):
         image, key_pts = sample["image"], sample["keypoints"]
         image = np.asarray(image)
         was_uint8 = image.dtype == np.uint8
-        if image.ndim == 3:
+        if image.ndim == 3 and not self.gray:
+            image = image[..., :3]
+        elif image.ndim == 3:
             image = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114],
                                                                   dtype=np.float32)
         if was_uint8 or image.max() > 1.0:
@@ -350,13 +353,19 @@ class RandomAffine:
 
 
 class ColorJitter:
-    """Random brightness and contrast; the keypoints do not move."""
+    """Random brightness, contrast, saturation and gamma; the keypoints do not move.
 
-    def __init__(self, brightness=0.3, contrast=0.3):
-        self.transform = v2.ColorJitter(brightness=brightness, contrast=contrast)
+    ``gamma``: the gamma is drawn from [1 - gamma, 1 + gamma] (0: no gamma change)."""
+
+    def __init__(self, brightness=0.3, contrast=0.3, saturation=0.0, gamma=0.0):
+        self.transform = v2.ColorJitter(brightness=brightness, contrast=contrast,
+                                        saturation=saturation)
+        self.gamma = gamma
 
     def __call__(self, sample):
         img = self.transform(_as_tv_image(sample["image"]))
+        if self.gamma:
+            img = TF.adjust_gamma(img, float(1 + self.gamma * (2 * torch.rand(()) - 1)))
         return {**sample, "image": _from_tv_image(img, sample["image"])}
 
 
@@ -479,14 +488,15 @@ def course_transform(size=224, kp_mean=None, kp_std=None, train=True):
 
 def face_transform(size, crop_scale=CROP_SCALE, kp_mean=None, kp_std=None, augment=False,
                    degrees=25, jitter_scale=0.1, jitter_shift=0.06, flip=0.5, degrade=0.0,
-                   color_jitter=0.4):
+                   color_jitter=0.4, gamma=0.0, color=False):
     """The transform from a dataset sample to a model input: face crop, grayscale, tensors.
 
     Keypoints are scaled by ``(kp - kp_mean) / kp_std`` (default: centre ``size/2``, spread
     ``size/4``). With ``augment``: mirror with probability ``flip`` (indices swapped), rotation
     up to ``degrees``, a jittered crop (as from an imprecise face detector), brightness/contrast
-    changes (``color_jitter``) and, with ``degrade`` > 0, blur, noise and occlusion
-    (``Degrade(p=degrade)``).
+    changes (``color_jitter``, ``gamma``; saturation too with ``color``) and, with ``degrade`` >
+    0, blur, noise and occlusion (``Degrade(p=degrade)``). ``color``: RGB input instead of
+    grayscale.
     """
     kp_mean = size / 2 if kp_mean is None else kp_mean
     kp_std = size / 4 if kp_std is None else kp_std
@@ -498,8 +508,9 @@ def face_transform(size, crop_scale=CROP_SCALE, kp_mean=None, kp_std=None, augme
     steps.append(FaceCrop(size, crop_scale, jitter_scale if augment else 0.0,
                           jitter_shift if augment else 0.0))
     if augment:
-        steps.append(ColorJitter(color_jitter, color_jitter))
-    steps += [Normalize(kp_mean, kp_std), ToTensor()]
+        steps.append(ColorJitter(color_jitter, color_jitter, color_jitter if color else 0.0,
+                                 gamma))
+    steps += [Normalize(kp_mean, kp_std, gray=not color), ToTensor()]
     if augment and degrade > 0:
         steps.append(Degrade(degrade))
     return v2.Compose(steps)

@@ -21,7 +21,8 @@ LAYERS = [
     ["fetch_data", "detectors", "face_geometry", "art", "export", "drawing"],
     ["data_300w", "pipeline", "filters"],
     ["evaluate", "train"],
-    ["detect", "benchmark", "benchmark_detection", "ship", "experiments", "label_noise"],
+    ["detect", "benchmark", "benchmark_detection", "ship", "label_noise"],
+    ["experiments", "variants"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p.stem for p in ROOT.glob("*.py"))

@@ -176,8 +176,7 @@ def scripted(val_nmes):
     passes the given val NMEs in turn."""
     values = iter(val_nmes)
 
-    def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, progress=True,
-                  heatmap_weight=0.01):
+    def run_epoch(model, loader, criterion, optimizer=None, **settings):
         if optimizer is not None:
             return 1.0, 0.5
         v = next(values)
