@@ -103,6 +103,17 @@ def test_unturn_inverts_cv2_rotate():
         np.testing.assert_allclose(bf.unturn(turned, turns), [6.5 / 8, 1.5 / 8])
 
 
+def test_face_roll_follows_cv2_rotate():
+    # an upright layout: eyes at y=0.4, nose 0.5, mouth 0.6, tragions beside the eyes
+    pts = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.5], [0.5, 0.6], [0.3, 0.45], [0.7, 0.45]])
+    assert bf.face_roll(pts) == pytest.approx(0)
+    # turned clockwise by a quarter turn (as cv2.ROTATE_90_CLOCKWISE): rolled by -90 degrees
+    turned = np.stack([1 - pts[:, 1], pts[:, 0]], axis=1)
+    assert bf.face_roll(turned) == pytest.approx(-90)
+    np.testing.assert_allclose(bf.unturn(turned, 1), pts)
+    assert abs(bf.face_roll(1 - pts)) == pytest.approx(180)
+
+
 def test_weighted_nms_merges_overlaps_and_keeps_distant_boxes():
     boxes = np.array([[1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], float)
     points = np.stack([np.full((6, 2), v) for v in (1.0, 0.0, 55.0)])
@@ -170,7 +181,7 @@ def test_fetch_from_loose_model_files(fake_mirror, tmp_path):
 
 def test_fetch_repairs_a_damaged_file(fake_mirror, tmp_path):
     dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
-    (dest / "face_detection_short_range.tflite").write_bytes(b"truncat")
+    (dest / "face_detection_short_range.tflite").write_bytes(b"cut short")
     bf.fetch_blazeface(dest, quiet=True)
     assert (dest / "face_detection_short_range.tflite").read_bytes() == b"short model"
 
@@ -314,12 +325,33 @@ def test_face_pasted_into_a_wide_canvas(detector, photo):
     assert np.abs(found.points[0] - expected).max() < 0.15 * box[2]
 
 
+def test_full_range_finds_a_small_face_that_short_range_misses(weights, photo):
+    canvas = np.full((960, 1280, 3), 80, np.uint8)
+    canvas[224:736, 384:896] = photo                 # face about 97 px: 7.6 % of the width
+    assert len(bf.BlazeFaceDetector("short")(canvas)) == 0
+    found = bf.BlazeFaceDetector()(canvas)
+    check_one_face(found, (HAAR_BOX[0] + 384, HAAR_BOX[1] + 224, HAAR_BOX[2], HAAR_BOX[3]))
+
+
+def test_other_image_layouts(detector, photo):
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    check_one_face(detector(rgba))
+    check_one_face(detector(photo[..., :1]))          # (H, W, 1) grayscale
+    with pytest.raises(ValueError):
+        detector(photo.astype(np.float32))
+    with pytest.raises(ValueError):
+        detector(np.zeros((0, 5, 3), np.uint8))
+
+
 def test_black_image_gives_empty_detections(detector):
     found = detector(np.zeros((240, 320, 3), np.uint8))
     assert len(found) == 0
     assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)
     assert found.points.shape == (0, 6, 2)
     assert found.boxes.dtype == np.float64
+    empty = bf.Detections.empty()
+    assert (empty.boxes.shape, empty.scores.shape, empty.points.shape) == \
+        ((0, 4), (0,), (0, 6, 2))
 
 
 def test_detector_name_and_bad_model(weights):
