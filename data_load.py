@@ -23,8 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from images import ImageReadError, load_image
-from landmarks import FLIP_INDICES, N_KEYPOINTS
+from images import ImageReadError, load_image, warp_affine
+from landmarks import FLIP_INDICES, LEFT_EYE_OUTER, N_KEYPOINTS, RIGHT_EYE_OUTER
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
@@ -451,28 +451,89 @@ def uncrop_keypoints(key_pts, crop, size):
     return np.asarray(key_pts, dtype=np.float64) * (s / size) + [left, top]
 
 
-class FaceCrop:
-    """Cut a square face crop around the keypoints and resize it to ``size`` pixels.
+def eye_roll(keypoints) -> float:
+    """The face's roll in degrees: the angle of the line from point 36 to point 45 (the outer
+    eye corners), positive clockwise on screen (y points down): 0 for an upright face, 180 for
+    one upside down."""
+    pts = np.asarray(keypoints, dtype=np.float64)
+    dx, dy = pts[LEFT_EYE_OUTER] - pts[RIGHT_EYE_OUTER]
+    return float(np.degrees(np.arctan2(dy, dx)))
 
-    The crop is centred on the keypoints' bounding box and ``scale`` times its larger side,
-    the same rule the detector applies to a face box (see ``detect.py``). ``jitter_scale`` and
-    ``jitter_shift`` randomise the crop's size (± fraction) and centre (± fraction of the side)
-    to train for imprecise face boxes.
+
+def _turn(angle):
+    """The 2x2 matrix that turns image vectors by ``-angle`` degrees: a face rolled by
+    ``angle`` comes out upright."""
+    a = np.radians(angle)
+    return np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+
+
+def upright_square(keypoints, scale=CROP_SCALE, angle=None):
+    """The square that shows a face upright, as ``(cx, cy, side, angle)``: turned by the face's
+    roll (``eye_roll``, or ``angle``), centred on the keypoints' bounding box in the face's own
+    frame, ``scale`` times that box's larger side. ``warp_face`` cuts it."""
+    pts = np.asarray(keypoints, dtype=np.float64)
+    angle = eye_roll(pts) if angle is None else float(angle)
+    turn = _turn(angle)
+    q = pts @ turn.T                                   # the keypoints in the face's frame
+    lo, hi = q.min(axis=0), q.max(axis=0)
+    cx, cy = turn.T @ ((lo + hi) / 2)
+    return np.array([cx, cy, scale * float(np.max(hi - lo)), angle])
+
+
+def crop_matrix(crop, size):
+    """The 2x3 affine matrix from image pixels to the pixels of the ``size``-px crop of the
+    square ``crop`` = (cx, cy, side, angle): the square's centre goes to the crop's centre and
+    the face turns upright. Pixel-centre coordinates on both sides (pixel ``i`` is at ``i``)."""
+    cx, cy, side, angle = (float(v) for v in crop)
+    a = (size / side) * _turn(angle)
+    return np.hstack([a, (np.array([size / 2 - 0.5, size / 2 - 0.5]) - a @ [cx, cy])[:, None]])
+
+
+def warp_face(image, crop, size, key_pts=None):
+    """Cut the (possibly turned) square ``crop`` = (cx, cy, side, angle) out of ``image`` as an
+    upright ``size`` x ``size`` picture (area-averaged when shrinking, black outside the
+    image). Returns it and, when given, the keypoints in its pixels; ``unwarp_keypoints`` maps
+    predictions back."""
+    m = crop_matrix(crop, size)
+    out = warp_affine(np.asarray(image), m, (size, size))
+    if key_pts is None:
+        return out
+    pts = np.asarray(key_pts, dtype=np.float64) @ m[:, :2].T + m[:, 2]
+    return out, pts.astype(np.float32)
+
+
+def unwarp_keypoints(key_pts, crop, size):
+    """Map keypoints from a ``warp_face(.., crop, size)`` picture back to the image."""
+    m = crop_matrix(crop, size)
+    return (np.asarray(key_pts, dtype=np.float64) - m[:, 2]) @ np.linalg.inv(m[:, :2]).T
+
+
+class FaceCrop:
+    """Cut the square face crop around the keypoints, upright, and resize it to ``size`` px.
+
+    The crop is turned by the face's roll and is ``scale`` times the larger side of the
+    keypoints' box in the face's own frame (``upright_square``): the rule the pipeline applies
+    to the keypoints it refines. ``jitter_scale``, ``jitter_shift`` and ``jitter_angle``
+    randomise the crop's size (± fraction), centre (± fraction of the side) and angle
+    (± degrees) to train for imprecise face boxes and roll estimates.
     """
 
-    def __init__(self, size, scale=CROP_SCALE, jitter_scale=0.0, jitter_shift=0.0):
+    def __init__(self, size, scale=CROP_SCALE, jitter_scale=0.0, jitter_shift=0.0,
+                 jitter_angle=0.0):
         self.size, self.scale = size, scale
-        self.jitter_scale, self.jitter_shift = jitter_scale, jitter_shift
+        self.jitter_scale, self.jitter_shift, self.jitter_angle = \
+            jitter_scale, jitter_shift, jitter_angle
 
     def __call__(self, sample):
-        x, y, side = square_crop_box(keypoint_box(sample["keypoints"]), self.scale)
-        if self.jitter_scale or self.jitter_shift:
-            r = torch.rand(3).numpy() * 2 - 1
-            new_side = side * (1 + self.jitter_scale * r[0])
-            x += (side - new_side) / 2 + self.jitter_shift * side * r[1]
-            y += (side - new_side) / 2 + self.jitter_shift * side * r[2]
-            side = new_side
-        image, key_pts = crop_face(sample["image"], (x, y, side), self.size, sample["keypoints"])
+        cx, cy, side, angle = upright_square(sample["keypoints"], self.scale)
+        if self.jitter_scale or self.jitter_shift or self.jitter_angle:
+            r = torch.rand(4).numpy() * 2 - 1
+            shift = _turn(angle).T @ (self.jitter_shift * side * r[1:3])
+            cx, cy = cx + shift[0], cy + shift[1]
+            side *= 1 + self.jitter_scale * r[0]
+            angle += self.jitter_angle * r[3]
+        image, key_pts = warp_face(sample["image"], (cx, cy, side, angle), self.size,
+                                   sample["keypoints"])
         return {**sample, "image": image, "keypoints": key_pts}
 
 
@@ -489,11 +550,13 @@ def course_transform(size=224, kp_mean=None, kp_std=None, train=True):
 def face_transform(size, crop_scale=CROP_SCALE, kp_mean=None, kp_std=None, augment=False,
                    degrees=25, jitter_scale=0.1, jitter_shift=0.06, flip=0.5, degrade=0.0,
                    color_jitter=0.4, gamma=0.0, color=False):
-    """The transform from a dataset sample to a model input: face crop, grayscale, tensors.
+    """The transform from a dataset sample to a model input: upright face crop, grayscale,
+    tensors.
 
     Keypoints are scaled by ``(kp - kp_mean) / kp_std`` (default: centre ``size/2``, spread
-    ``size/4``). With ``augment``: mirror with probability ``flip`` (indices swapped), rotation
-    up to ``degrees``, a jittered crop (as from an imprecise face detector), brightness/contrast
+    ``size/4``). With ``augment``: mirror with probability ``flip`` (indices swapped), a crop
+    jittered in size, centre and angle (up to ``degrees`` away from upright: as from an
+    imprecise face detector and roll estimate), brightness/contrast
     changes (``color_jitter``, ``gamma``; saturation too with ``color``) and, with ``degrade`` >
     0, blur, noise and occlusion (``Degrade(p=degrade)``). ``color``: RGB input instead of
     grayscale.
@@ -501,12 +564,12 @@ def face_transform(size, crop_scale=CROP_SCALE, kp_mean=None, kp_std=None, augme
     kp_mean = size / 2 if kp_mean is None else kp_mean
     kp_std = size / 4 if kp_std is None else kp_std
     steps = []
+    if augment and flip > 0:
+        steps.append(RandomHorizontalFlip(flip))
     if augment:
-        if flip > 0:
-            steps.append(RandomHorizontalFlip(flip))
-        steps.append(RandomAffine(degrees=degrees, translate=(0, 0), scale=(1, 1)))
-    steps.append(FaceCrop(size, crop_scale, jitter_scale if augment else 0.0,
-                          jitter_shift if augment else 0.0))
+        steps.append(FaceCrop(size, crop_scale, jitter_scale, jitter_shift, degrees))
+    else:
+        steps.append(FaceCrop(size, crop_scale))
     if augment:
         steps.append(ColorJitter(color_jitter, color_jitter, color_jitter if color else 0.0,
                                  gamma))

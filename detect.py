@@ -4,14 +4,18 @@
     python detect.py photo.jpg folder/ clip.mp4 --json out.json --annotate out_dir/
     python detect.py photo.jpg --boxes boxes.json      # skip detection for these images
 
-``python detect.py --help`` documents every option; the API is ``pipeline.FaceKeypointDetector``.
+``python detect.py --help`` documents every option; the API is ``pipeline.KeypointPipeline``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -20,9 +24,11 @@ from tqdm import tqdm
 
 import filters
 from drawing import draw_faces
+from fetch_data import DetectorWeightsError
 from images import DEFAULT_PHOTO, ImageReadError, load_image, save_rgb
 from models import DEFAULT_MODEL, ModelLoadError
-from pipeline import BACKENDS, FaceKeypointDetector, KeypointSmoother, check_boxes
+from pipeline import BACKENDS, DETECTORS, KeypointPipeline, check_boxes
+from tracking import DEFAULT_ONE_EURO, FaceTracker
 from utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
@@ -64,15 +70,37 @@ def _annotated_name(out_dir, path, suffix=None):
     return Path(out_dir) / f"{p.stem}_keypoints{suffix or p.suffix or '.png'}"
 
 
-def process_image(detector, path, boxes, annotate, filter_name=None):
-    entry = {"path": path, "width": None, "height": None, "faces": [], "error": None}
+def _read(path):
+    """(path, RGB array or the ImageReadError) — what a decoding worker hands over."""
     try:
-        image = load_image(path)
+        return path, load_image(path)
     except ImageReadError as e:
-        entry["error"] = str(e)
+        return path, e
+
+
+def read_images(paths, workers):
+    """(path, image or error) for each path, in order; decoded by ``workers`` threads (0: here)
+    a few images ahead while the caller runs the network: Pillow decodes without holding
+    Python's lock, so decoding and the network share the cores."""
+    if workers <= 0 or len(paths) < 2:
+        yield from map(_read, paths)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(_read, p) for p in paths[:2 * workers])
+        for p in paths[2 * workers:]:
+            yield pending.popleft().result()
+            pending.append(pool.submit(_read, p))
+        while pending:
+            yield pending.popleft().result()
+
+
+def image_entry(pipe, path, image, boxes, annotate, filter_name=None):
+    entry = {"path": path, "width": None, "height": None, "faces": [], "error": None}
+    if isinstance(image, Exception):
+        entry["error"] = str(image)
         return entry
     entry["height"], entry["width"] = image.shape[:2]
-    faces = detector.get_landmarks(image, boxes=boxes)
+    faces = pipe.get_landmarks(image, boxes=boxes)
     entry["faces"] = [f.to_json() for f in faces]
     if annotate:
         suffix = Path(path).suffix.lower()
@@ -81,23 +109,50 @@ def process_image(detector, path, boxes, annotate, filter_name=None):
     return entry
 
 
-def process_video(detector, path, annotate, progress=True, alpha=0.4, filter_name=None):
-    """One entry per frame; keypoints smoothed over time. Returns (entries, error or None)."""
+def video_frames(cap, workers):
+    """The frames of an opened ``cv2.VideoCapture`` as RGB arrays, decoded by a worker thread
+    (OpenCV decodes without holding Python's lock) ahead of the network when ``workers``."""
+    def read():
+        ok, frame = cap.read()
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok else None
+
+    if workers <= 0:
+        while (frame := read()) is not None:
+            yield frame
+        return
+    frames = queue.Queue(maxsize=8)
+
+    def decode():
+        try:
+            while (frame := read()) is not None:
+                frames.put(frame)
+        finally:
+            frames.put(None)  # the end, also after a decoding error
+
+    thread = threading.Thread(target=decode, daemon=True)
+    thread.start()
+    while (frame := frames.get()) is not None:
+        yield frame
+    thread.join()
+
+
+def process_video(pipe, path, annotate, progress=True, filter_name=None, track_every=10,
+                  workers=1):
+    """One entry per frame: faces tracked (``tracking.FaceTracker``: the detector every
+    ``track_every`` frames, refits between them) with an ``id``, keypoints smoothed over time.
+    Returns (entries, error or None)."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         return [{"path": path, "frame": None, "width": None, "height": None, "faces": [],
                  "error": f"{path}: not a readable video"}], True
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    smoother = KeypointSmoother(alpha)
+    tracker = make_tracker(pipe, track_every, fps)
     writer, entries, index = None, [], 0
-    with tqdm(total=total, desc=Path(path).name, unit="frame", disable=not progress) as bar:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            faces = smoother(detector.get_landmarks(rgb))
+    with tqdm(total=total, desc=Path(path).name, unit="frame",
+              disable=not progress or None) as bar:
+        for rgb in video_frames(cap, workers):
+            faces = tracker(rgb, t=index / fps)
             h, w = rgb.shape[:2]
             entries.append({"path": path, "frame": index, "width": w, "height": h,
                             "faces": [f.to_json() for f in faces], "error": None})
@@ -105,7 +160,8 @@ def process_video(detector, path, annotate, progress=True, alpha=0.4, filter_nam
                 if writer is None:
                     out = _annotated_name(annotate, path, ".mp4")
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (w, h))
                 writer.write(cv2.cvtColor(render(rgb, faces, filter_name), cv2.COLOR_RGB2BGR))
             index += 1
             bar.update(1)
@@ -116,6 +172,15 @@ def process_video(detector, path, annotate, progress=True, alpha=0.4, filter_nam
         return [{"path": path, "frame": None, "width": None, "height": None, "faces": [],
                  "error": f"{path}: a video with no readable frame"}], True
     return entries, False
+
+
+def make_tracker(pipe, track_every=10, fps=30.0):
+    """The video tracker for a pipeline: a refit counts as lost when the model's confidence
+    falls below the floor measured for it (``ship.py``: the least confident 5 % of held-out
+    faces), or, for a model without one, when the face leaves the frame."""
+    floor = (pipe.meta.get("confidence") or {}).get(pipe.markup, {}).get("floor")
+    return FaceTracker(pipe, detect_every=track_every, min_confidence=floor or 0.0,
+                       smoothing={**DEFAULT_ONE_EURO, "freq": fps})
 
 
 def read_boxes_file(path):
@@ -142,13 +207,21 @@ def build_parser():
                         "is written (to out/annotated/ unless --annotate says otherwise)")
     p.add_argument("--json", metavar="OUT.json",
                    help='write {"model", "images": [{"path", "width", "height", "faces": '
-                        '[{"box": [x, y, w, h], "keypoints": [[x0, y0], ...]}], "error"}]}; '
-                        'a video gives one entry per frame, with a "frame" number')
+                        '[{"box": [x, y, w, h], "keypoints": [[x0, y0], ...], "score", '
+                        '"confidence", "roll"}], "error"}]}; a video gives one entry per frame, '
+                        'with a "frame" number, and each face an "id" kept across frames')
     p.add_argument("--annotate", metavar="OUT_DIR",
                    help="write a copy of each image (or video) with boxes and keypoints drawn")
     p.add_argument("--boxes", metavar="BOXES.json",
                    help='face boxes {"<path as given>": [[x, y, w, h], ...]} that skip detection '
-                        "for those images (boxes like a face detector's, as tight as Haar's)")
+                        "for those images; a box is read as OpenCV's Haar frontal-face detector "
+                        "draws it (brows to chin, cheek to cheek)")
+    p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)),
+                   help="face detector: blazeface (MediaPipe's, any tilt) or haar (the "
+                        "course's OpenCV cascade, upright faces)")
+    p.add_argument("--markup", choices=("300w", "course"), default=None,
+                   help="for a model with one head per mark-up: the iBUG 300-W standard "
+                        "(default) or the course dataset's")
     p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
                    help="checkpoint written by train.py (default: the shipped model)")
     p.add_argument("--filter", choices=("sunglasses", "moustache", "hat", "blur"),
@@ -159,6 +232,12 @@ def build_parser():
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="run the network with PyTorch or with onnxruntime (faster on a CPU; "
                         "exports <model>.onnx beside the checkpoint the first time)")
+    p.add_argument("--track-every", type=int, default=10, metavar="N",
+                   help="videos: run the face detector every N frames and follow the faces "
+                        "from their keypoints in between (1: detect in every frame)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="threads that decode images and video frames while the network runs; "
+                        "0: decode in turn")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     return p
 
@@ -179,8 +258,9 @@ def main(argv=None):
         torch.set_num_threads(1)  # torch only crops; onnxruntime runs the network
     try:
         boxes = read_boxes_file(args.boxes) if args.boxes else {}
-        detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, backend=args.backend)
-    except (ValueError, ModelLoadError) as e:
+        pipe = KeypointPipeline(args.model, detector=args.detector, markup=args.markup,
+                                flip_tta=args.flip_tta, backend=args.backend)
+    except (ValueError, ModelLoadError, DetectorWeightsError) as e:
         print(f"detect.py: error: {e}", file=sys.stderr)
         return 2
     items = expand_inputs(paths)
@@ -191,15 +271,20 @@ def main(argv=None):
                             "error": f"{p}: a folder with no image or video files"})
             failed = True
     t0 = time.perf_counter()
+    videos = {p for p in items if is_video(p) and Path(p).is_file()}
+    pictures = read_images([p for p in items if p not in videos], args.workers)
     show = not args.quiet and len(items) > 1
-    for path in tqdm(items, desc="images", unit="file", disable=not show):
-        if is_video(path) and Path(path).is_file():
-            video_entries, bad = process_video(detector, path, annotate, progress=not args.quiet,
-                                               filter_name=args.filter)
+    for path in tqdm(items, desc="images", unit="file", disable=not show or None):
+        if path in videos:
+            video_entries, bad = process_video(pipe, path, annotate, progress=not args.quiet,
+                                               filter_name=args.filter,
+                                               track_every=args.track_every,
+                                               workers=args.workers)
             entries += video_entries
             failed |= bad
             continue
-        entry = process_image(detector, path, boxes.get(path), annotate, args.filter)
+        _, image = next(pictures)
+        entry = image_entry(pipe, path, image, boxes.get(path), annotate, args.filter)
         failed |= entry["error"] is not None
         entries.append(entry)
     result = {"model": str(args.model), "images": entries}
@@ -209,8 +294,9 @@ def main(argv=None):
         n_faces = sum(len(e["faces"]) for e in entries)
         n_bad = sum(e["error"] is not None for e in entries)
         where = f"; annotated -> {annotate}" if annotate else ""
+        seconds = time.perf_counter() - t0
         print(f"{len(entries)} image(s)/frame(s), {n_faces} face(s), {n_bad} unreadable, "
-              f"{time.perf_counter() - t0:.2f} s{where}")
+              f"{seconds:.2f} s ({len(entries) / max(seconds, 1e-9):.1f} images/s){where}")
         for e in entries:
             if e["error"]:
                 print(f"  error: {e['error']}", file=sys.stderr)

@@ -6,7 +6,9 @@ Two protocols on the official 770-frame test split::
     python evaluate.py --protocol crop      # (a) the model on face crops from the ground truth
     python evaluate.py --protocol pipeline  # (b) detection -> crop -> model -> image
     python evaluate.py --split val          # the model's own validation people
-    python evaluate.py --calibrate          # measure the face detector's box -> crop rule
+    python evaluate.py --split 300w_test    # 300-W test photos (faces in the wild)
+    python evaluate.py --degrees 60         # every image turned by 60 degrees first
+    python evaluate.py --calibrate --detector blazeface   # measure its box -> crop rule
 
 Protocol (b) is what a user gets: a face the detector misses is a failure. The metrics are in
 ``metrics.py``.
@@ -15,92 +17,141 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from data_300w import dataset_300w, split_300w_files
-from data_load import dataset, keypoint_box, person_split, square_crop_box
-from detectors import HaarFaceDetector, calibrate, crop_for_box
-from fetch_data import fetch_300w
+from data_load import dataset, person_split, upright_square
+from detectors import calibrate, crops_for, save_calibration
+from fetch_data import W300_NAME, fetch_300w
 from landmarks import N_KEYPOINTS
 from metrics import format_metrics, summarize
 from models import DEFAULT_MODEL
-from pipeline import FaceKeypointDetector
+from pipeline import DETECTORS, KeypointPipeline
 from utils import atomic_write_json
 
 PROTOCOL_TITLES = {"crop": "(a) model on ground-truth face crops",
-                   "pipeline": "(b) full pipeline: Haar detection -> crop -> model"}
+                   "pipeline": "(b) full pipeline: detection -> crop -> model"}
 
 
-def match_detection(boxes, gt, crop_scale, calibration=None, size_factor=1.5):
-    """Index of the detected box that covers the labelled face, or ``None``.
+def match_detection(crops, gt, crop_scale, size_factor=1.5):
+    """Index of the detection whose crop covers the labelled face, or ``None``.
 
-    A box matches when the crop it gives is centred within a quarter of the face's size of the
-    labelled face's centre and its size is within ``size_factor`` of the labelled crop's.
+    ``crops``: (N, 4) squares (cx, cy, side, angle) made from the detections
+    (``detectors.crops_for``). One matches when its centre lies within a quarter of the face's
+    size of the labelled face's upright square's centre and its side is within
+    ``size_factor`` of that square's; the nearest such one is chosen.
     """
-    if len(boxes) == 0:
+    crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
+    if len(crops) == 0:
         return None
-    gx, gy, gside = square_crop_box(keypoint_box(gt), crop_scale)
-    gc = np.array([gx + gside / 2, gy + gside / 2])
-    best, best_d = None, np.inf
-    for i, box in enumerate(boxes):
-        x, y, side = crop_for_box(box, crop_scale, calibration)
-        d = np.linalg.norm(np.array([x + side / 2, y + side / 2]) - gc)
-        if d < 0.25 * gside and 1 / size_factor < side / gside < size_factor and d < best_d:
-            best, best_d = i, d
-    return best
+    gx, gy, gside, _ = upright_square(gt, crop_scale)
+    d = np.linalg.norm(crops[:, :2] - [gx, gy], axis=1)
+    ratio = crops[:, 2] / gside
+    ok = (d < 0.25 * gside) & (1 / size_factor < ratio) & (ratio < size_factor)
+    return int(np.argmin(np.where(ok, d, np.inf))) if ok.any() else None
 
 
-def evaluate(detector, split="test", protocol="pipeline", subset=None, progress=True, names=None):
+def rotated(image, keypoints, degrees):
+    """The image turned by ``degrees`` (clockwise on screen) about its centre, on a canvas
+    grown so that nothing is cut (black corners), and the keypoints turned with it."""
+    if degrees % 360 == 0:
+        return image, np.asarray(keypoints, dtype=np.float64)
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
+    m[:, 2] += [(nw - w) / 2, (nh - h) / 2]
+    out = cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT)
+    return out, np.asarray(keypoints, dtype=np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def split_dataset(split, pipe=None, subset=None, names=None):
+    """The faces of a split: ``"test"`` (the course test split), ``"train"``, ``"val"`` (the
+    people that the model's own training run held out, read from its checkpoint: where
+    settings are chosen, never on the test split), ``"300w"`` (the 300-W training crops; the
+    held-out fifth with ``names``), ``"300w_test"`` (300-W test photos: testing only).
+    ``names`` restricts it to those files."""
+    if split in ("300w", "300w_test"):
+        name = {"300w": W300_NAME, "300w_test": "300w_test"}[split]
+        if fetch_300w(quiet=True, name=name) is None:
+            raise FileNotFoundError(f"the 300-W crops are not in data/{name}: set "
+                                    f"FKP_DATA_MIRROR to a mirror that has them")
+        return dataset_300w(name=name, subset=subset, names=names)
+    if split == "val":
+        cfg = (pipe.meta.get("train_config") if pipe else None) or {}
+        _, val_names = person_split(cfg)
+        return dataset("train", subset=subset, names=names or val_names,
+                       data_dir=cfg.get("data_dir"))
+    return dataset(split, subset=subset, names=names)
+
+
+def markup_for(split, pipe):
+    """The mark-up a split is labelled in, where the pipeline's model has a head for it: the
+    course's for the course splits, 300-W's for the 300-W ones (else the pipeline's own)."""
+    markup = "300w" if split.startswith("300w") else "course"
+    return markup if markup in pipe.markups else pipe.markup
+
+
+def holdout_names(pipe=None):
+    """The held-out fifth of the 300-W training photos, as the model's run split them."""
+    cfg = (pipe.meta.get("train_config") if pipe else None) or {}
+    return split_300w_files(cfg.get("data_dir"), cfg.get("holdout_fraction", 0.2),
+                            cfg.get("holdout_seed", 0))[1]
+
+
+def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True, names=None,
+             degrees=0):
     """Predictions for every face of a split under a protocol; returns (summary, details).
 
-    ``split``: ``"test"`` (the course test split), ``"train"``, ``"val"`` (the people that the
-    model's own training run held out, read from its checkpoint: where settings are chosen,
-    never on the test split), or ``"300w"``: the 300-W crops,
-    faces from outside the course dataset (in the wild, another mark-up convention). ``names``
-    restricts it to those files.
-
-    ``protocol='crop'``: the model on the face crop derived from the labelled keypoints.
-    ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure.
+    ``split``: see ``split_dataset``. A model with one head per mark-up is read with the
+    split's own: the course's for the course splits, 300-W's for the 300-W ones.
+    ``protocol='crop'``: the model on the upright face square derived from the labelled
+    keypoints. ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure.
+    ``degrees``: each image (and its labels) turned by that much first (``rotated``).
+    ``details`` holds the predictions, labels, confidences and file names.
     """
-    if split == "300w":
-        if fetch_300w(quiet=True) is None:
-            raise FileNotFoundError("the 300-W crops are not in data/300w_train: set "
-                                    "FKP_DATA_MIRROR or convert them (python data_load.py "
-                                    "--convert-300w)")
-        ds = dataset_300w(subset=subset, names=names)
-    elif split == "val":
-        _, val_names = person_split(detector.meta.get("train_config"))
-        ds = dataset("train", subset=subset, names=names or val_names)
-    else:
-        ds = dataset(split, subset=subset, names=names)
-    preds, gts, detections, seconds = [], [], 0, 0.0
-    for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress):
-        sample = ds[i]
-        image, gt = sample["image"], sample["keypoints"]
-        t0 = time.perf_counter()
-        if protocol == "crop":
-            crop = square_crop_box(keypoint_box(gt), detector.crop_scale)
-            pred = detector.keypoints_for_crops(image, [crop])[0]
-        else:
-            boxes = detector.detect_faces(image)
-            detections += len(boxes)
-            j = match_detection(boxes, gt, detector.crop_scale)
-            pred = (np.full((N_KEYPOINTS, 2), np.nan) if j is None
-                    else detector.keypoints_for_boxes(image, boxes[j:j + 1])[0])
-        seconds += time.perf_counter() - t0
-        preds.append(pred)
-        gts.append(gt)
+    ds = split_dataset(split, pipe, subset, names)
+    previous = pipe.markup
+    pipe.set_markup(markup_for(split, pipe))
+    preds, gts, confs, detections, seconds = [], [], [], 0, 0.0
+    try:
+        for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress):
+            sample = ds[i]
+            image, gt = rotated(sample["image"], sample["keypoints"], degrees)
+            t0 = time.perf_counter()
+            pred, conf = np.full((N_KEYPOINTS, 2), np.nan), np.nan
+            if protocol == "crop":
+                pts, c = pipe.keypoints_for_crops(image, [upright_square(gt, pipe.crop_scale)])
+                pred, conf = pts[0], c[0]
+            else:
+                found = pipe.detect(image)
+                detections += len(found)
+                j = match_detection(crops_for(found, pipe.detector, pipe.crop_scale), gt,
+                                    pipe.crop_scale)
+                if j is not None:
+                    pts, c = pipe.keypoints_for(image, found[j:j + 1])
+                    pred, conf = pts[0], c[0]
+            seconds += time.perf_counter() - t0
+            preds.append(pred)
+            gts.append(gt)
+            confs.append(conf)
+    finally:
+        pipe.set_markup(previous)
     summary = summarize(np.array(preds), np.array(gts))
     summary["protocol"] = protocol
     summary["ms_per_image"] = 1000 * seconds / max(len(ds), 1)
     if protocol == "pipeline":
         summary["extra_detections"] = detections - summary["faces_found"]
-    return summary, {"pred": np.array(preds), "gt": np.array(gts), "files": ds.filenames}
+    return summary, {"pred": np.array(preds), "gt": np.array(gts), "confidence": np.array(confs),
+                     "files": ds.filenames}
 
 
 def predict_loader(model, loader, kp_mean, kp_std):
@@ -120,47 +171,63 @@ def predict_loader(model, loader, kp_mean, kp_std):
     return np.concatenate(preds), np.concatenate(gts), np.concatenate(images)
 
 
-def calibrate_detector(detector=None, subset=1000):
-    """``detectors.calibrate`` on the first ``subset`` training frames (default detector:
-    ``HaarFaceDetector()``)."""
-    ds = dataset("train", subset=subset)
-    samples = ((s["image"], s["keypoints"])
-               for s in (ds[i] for i in tqdm(range(len(ds)), desc="calibrating")))
-    return calibrate(detector or HaarFaceDetector(), samples)
+def calibrate_detector(detector, subset=600):
+    """``detectors.calibrate`` on training faces: the first ``subset`` course training frames
+    and as many 300-W training crops (their held-out fifth left out)."""
+    course = dataset("train", subset=subset)
+    train_300w, _ = split_300w_files()
+    wild = dataset_300w(names=train_300w, subset=subset)
+    samples = ((s["image"], s["keypoints"]) for ds in (course, wild)
+               for s in (ds[i] for i in tqdm(range(len(ds)), desc=f"calibrating ({len(ds)})")))
+    return calibrate(detector, samples)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a keypoint model on the test split.")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--protocol", choices=["crop", "pipeline", "both"], default="both")
-    p.add_argument("--split", choices=["test", "val", "train", "300w"], default="test",
+    p.add_argument("--split", choices=["test", "val", "train", "300w", "300w_test"],
+                   default="test",
                    help="val: the validation people of the model's training run (choose "
-                        "settings there); 300w: the 300-W crops, faces no model here was "
-                        "trained on unless trained with --extra-data 300w")
+                        "settings there); 300w: the 300-W training crops; 300w_test: 300-W "
+                        "test photos (for testing only)")
     p.add_argument("--subset", type=int, default=None, help="only N frames (fast check)")
     p.add_argument("--holdout", action="store_true",
-                   help="with --split 300w: only its held-out part (data_300w.split_300w), the "
-                        "faces a model trained with --extra-data 300w has not seen")
+                   help="with --split 300w: only its held-out fifth (as the model's training "
+                        "run split it), faces the model has not seen")
+    p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)))
+    p.add_argument("--degrees", type=float, default=0.0,
+                   help="turn every image (and its labels) by this many degrees first")
     p.add_argument("--flip-tta", action="store_true")
     p.add_argument("--refine", type=int, default=1,
-                   help="re-crops around the predicted keypoints (pipeline.FaceKeypointDetector)")
+                   help="re-crops around the predicted keypoints (pipeline.KeypointPipeline)")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--calibrate", action="store_true",
-                   help="measure the face detector's box -> crop rule on training frames and exit")
+                   help="measure --detector's box -> crop rule on training faces, store it in "
+                        "detector_architectures/calibration.json and exit")
     args = p.parse_args(argv)
     if args.calibrate:
-        print(json.dumps(calibrate_detector(subset=args.subset or 1000)))
+        detector = DETECTORS[args.detector]()
+        found = calibrate_detector(detector, args.subset or 600)
+        found["measured_by"] = "python evaluate.py " + shlex.join(
+            sys.argv[1:] if argv is None else argv)
+        save_calibration(detector.name, found)
+        print(json.dumps(found))
         return 0
     if args.holdout and args.split != "300w":
         p.error("--holdout goes with --split 300w")
-    detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, refine=args.refine)
-    names = split_300w_files()[1] if args.holdout else None
+    pipe = KeypointPipeline(args.model, detector=args.detector, flip_tta=args.flip_tta,
+                            refine=args.refine)
+    names = holdout_names(pipe) if args.holdout else None
     results = {}
     for protocol in (["crop", "pipeline"] if args.protocol == "both" else [args.protocol]):
-        summary, _ = evaluate(detector, args.split, protocol, args.subset, names=names)
+        summary, _ = evaluate(pipe, args.split, protocol, args.subset, names=names,
+                              degrees=args.degrees)
         results[protocol] = summary
-        print(format_metrics(summary, f"{PROTOCOL_TITLES[protocol]}  [{args.split} split, "
-                                      f"{args.model}{', flip TTA' if args.flip_tta else ''}]"))
+        title = PROTOCOL_TITLES[protocol].replace("detection", f"{args.detector} detection")
+        print(format_metrics(summary, f"{title}  [{args.split} split"
+                                      f"{f', turned {args.degrees:g} deg' if args.degrees else ''}"
+                                      f", {args.model}{', flip TTA' if args.flip_tta else ''}]"))
         print(f"  time            {summary['ms_per_image']:.1f} ms per image")
     if args.json:
         atomic_write_json(args.json, results)

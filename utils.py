@@ -37,16 +37,22 @@ def atomic_path(path):
 def atomic_folder(dest):
     """A staging folder beside ``dest`` to fill; when the block ends it takes the place of
     ``dest`` (the old one moved aside, then removed); if the block raises, ``dest`` is left as
-    it was and the staging folder is removed."""
+    it was and the staging folder is removed. An interruption between the two renames puts
+    the old folder back."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
-        staging = Path(tmp) / dest.name
+        staging, old = Path(tmp) / dest.name, Path(tmp) / "old"
         staging.mkdir()
         yield staging
         if dest.exists():
-            os.replace(dest, Path(tmp) / "old")
-        os.replace(staging, dest)
+            os.replace(dest, old)
+        try:
+            os.replace(staging, dest)
+        except BaseException:
+            if old.exists():
+                os.replace(old, dest)
+            raise
 
 
 def atomic_write_text(path, text):

@@ -19,12 +19,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from benchmark import keypoint_step, write_table
+from benchmark import keypoint_step, make_pipeline, write_table
 from images import DEFAULT_PHOTO, load_image
 from models import count_parameters, load_model, read_checkpoint
-from pipeline import FaceKeypointDetector
 from train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent
@@ -68,9 +65,8 @@ def row(slug, description, best, photo):
     """The table row of one trained variant: its validation NMEs, size and latency."""
     ckpt = read_checkpoint(best)
     m, cfg = ckpt["metrics"], ckpt["train_config"]
-    torch.set_num_threads(1)  # as detect.py --backend onnx runs: torch only crops
-    det = FaceKeypointDetector(best, backend="onnx")
-    step, forward = keypoint_step(det, photo, det.detect_faces(photo)[0])
+    pipe = make_pipeline(best, "onnx")  # as detect.py --backend onnx runs
+    step, _ = keypoint_step(pipe, photo, pipe.detect(photo).boxes[0])
     return {"variant": slug, "what": description,
             "val NME course %": round(100 * m["val_nme"], 2),
             "val NME 300-W held-out %": round(100 * m["val_nme_300w"], 2),

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "images" / "astronaut.jpg"
 #: The Haar box of the face in images/astronaut.jpg, measured once (x, y, w, h).
 ASTRONAUT_BOX = np.array([176.0, 65.0, 97.0, 97.0])
+#: BlazeFace's box of the same face, measured once: the default detector's.
+ASTRONAUT_BLAZEFACE_BOX = np.array([177.4, 80.1, 94.8, 94.8])
 
 #: Set-up's data (``make data``): tests that need it are skipped without it, and conftest.py
 #: says so loudly at the end of the run.

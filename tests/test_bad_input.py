@@ -4,7 +4,7 @@ answer, never lost work.
 
 Four tables, one parametrised test each, every case named by its id:
 
-* ``IMAGE_CASES``: each image goes through the Python API (``FaceKeypointDetector.get_landmarks``)
+* ``IMAGE_CASES``: each image goes through the Python API (``KeypointPipeline.get_landmarks``)
   and through the command (``python detect.py ... --json out.json --quiet``, a real subprocess).
   To pay for only two interpreter starts, the command runs once over all the cases that must be
   read (exit status 0: none of them may fail) and once over all the cases that must fail (exit
@@ -296,7 +296,7 @@ def cli_runs(image_inputs, tiny_ckpt, tmp_path_factory):
         out_json = out / f"{group}.json"
         t0 = time.perf_counter()
         proc = run_py("detect.py", *(image_inputs[c.id] for c in cases), "--json", out_json,
-                      "--model", tiny_ckpt, "--quiet")
+                      "--model", tiny_ckpt, "--detector", "haar", "--quiet")
         seconds = time.perf_counter() - t0
         assert out_json.is_file(), proc.stderr
         result = json.loads(out_json.read_text())
@@ -309,7 +309,7 @@ def cli_runs(image_inputs, tiny_ckpt, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spy_detector(tiny_ckpt):
-    return pipeline.FaceKeypointDetector(tiny_ckpt, detector=SpyHaar())
+    return pipeline.KeypointPipeline(tiny_ckpt, detector=SpyHaar())
 
 
 def pillow_warnings(records):
@@ -462,7 +462,7 @@ def test_model_case(kind, tmp_path, tiny_ckpt):
     path = tmp_path / f"{kind}.pt"
     _write_model_case(kind, path, tiny_ckpt)
     with pytest.raises(ModelLoadError) as err:
-        pipeline.FaceKeypointDetector(path)
+        pipeline.KeypointPipeline(path)
     message = str(err.value)
     assert message.startswith(str(path)) and re.search(MODEL_CASES[kind], message), message
     out_json = tmp_path / "out.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import types
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def test_dlib_finds_the_astronaut_and_agrees_roughly_with_the_shipped_model():
     image = images.load_image(ASTRONAUT)
     gray = image.mean(axis=2).astype(np.uint8)
     rects = dlib_pipe.detect(gray)
-    ours = pipeline.FaceKeypointDetector().get_landmarks(image)[0].keypoints
+    ours = pipeline.KeypointPipeline().get_landmarks(image)[0].keypoints
     # dlib also fires on the mission patch (a second box); the face is the one on our face
     j = benchmark._dlib_match([dlib_pipe.box(r) for r in rects], ours)
     assert j is not None
@@ -48,33 +49,39 @@ def test_dlib_match_hand_cases():
     assert benchmark._dlib_match([[0, 0, 300, 300]], gt) is None       # far too big
 
 
+CAL = {"dx": 0.01, "dy": 0.15, "size": 0.9}
+
+
 class KnownAnswers:
     """A 'pipeline' that finds every face but the listed ones and answers with the labels
     shifted by ``shift`` px: the comparison must report exactly that."""
 
     crop_scale = 1.3
+    markups, markup = ["course"], "course"
 
     def __init__(self, dataset, missed, shift):
         self.dataset, self.missed, self.shift = dataset, set(missed), shift
         self.by_shape = {}
+        self.detector = types.SimpleNamespace(name="known", calibration=CAL)
 
-    def detect_faces(self, image):
+    def set_markup(self, markup):
+        assert markup == "course"
+
+    def detect(self, image):
         i = self._index(image)
         if i in self.missed:
-            return np.zeros((0, 4))
-        x, y, w, h = data_load.keypoint_box(self.dataset[i]["keypoints"])
-        side = max(w, h)
-        # the Haar box that detectors.crop_for_box maps onto this face's crop
-        c = detectors.FACE_BOX_TO_CROP
-        bw = side / c["size"]
-        cx, cy = x + w / 2 - c["dx"] * bw, y + h / 2 - c["dy"] * bw
+            return detectors.Detections.empty()
+        cx, cy, side, _ = data_load.upright_square(self.dataset[i]["keypoints"], 1.0)
+        # the box that detectors.crop_for_box maps onto this face's crop, by CAL
+        bw = side / CAL["size"]
+        bx, by = cx - CAL["dx"] * bw, cy - CAL["dy"] * bw
         self.current = i
-        return np.array([[cx - bw / 2, cy - bw / 2, bw, bw]])
+        return detectors.Detections([[bx - bw / 2, by - bw / 2, bw, bw]], [0.9])
 
-    def keypoints_for_boxes(self, image, boxes):
-        if len(boxes) == 0:
-            return np.zeros((0, 68, 2))
-        return self.dataset[self.current]["keypoints"][None] + [self.shift, 0.0]
+    def keypoints_for(self, image, detections):
+        if len(detections) == 0:
+            return np.zeros((0, 68, 2)), np.zeros(0)
+        return self.dataset[self.current]["keypoints"][None] + [self.shift, 0.0], np.ones(1)
 
     def _index(self, image):
         key = image.tobytes()[:4096] + bytes(str(image.shape), "ascii")

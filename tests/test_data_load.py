@@ -250,7 +250,7 @@ def test_face_crop_keypoints_follow(face_sample, sparse_sample, size):
     np.testing.assert_allclose((lo + hi) / 2, size / 2, atol=0.02 * size)
     if size >= 160:  # the sparse dots stay apart: the precise check
         out = dl.FaceCrop(size)(sparse_sample)  # the crop reaches outside the image: padding
-        r = size / (1.3 * np.ptp(sparse_sample["keypoints"], axis=0).max())
+        r = size / dl.upright_square(sparse_sample["keypoints"], 1.3)[2]
         assert_precise(out["image"], out["keypoints"], r, convention_slack(r) + 0.4)
 
 
@@ -263,7 +263,7 @@ def test_face_crop_with_jitter_keypoints_follow(face_sample, sparse_sample, seed
     assert_on_dots(out["image"], out["keypoints"], min_inside=64)
     assert_markers(out["image"], out["keypoints"])
     out = t(sparse_sample)
-    r = 128 / (1.3 * 0.9 * np.ptp(sparse_sample["keypoints"], axis=0).max())
+    r = 128 / (1.1 * dl.upright_square(sparse_sample["keypoints"], 1.3)[2])  # the crop is upright
     assert_precise(out["image"], out["keypoints"], r, convention_slack(r) + 0.4)
 
 
@@ -369,7 +369,9 @@ def test_face_transform_augmented_is_precise_on_isolated_points():
         out = t(sample)
         kp = unnormalise(out["keypoints"], size)
         img = as_hwc(out["image"])
-        for i in isolated:
+        whole = [i for i in isolated if inside(img, kp[[i]], margin=6.0)[0]]  # turned crops
+        assert len(whole) >= 6                                              # cut some off
+        for i in whole:
             err = np.hypot(*(dot_centre(img, *kp[i], radius=5.0) - kp[i]))
             assert err <= convention_slack(r * 1.1) + 0.7, f"seed {seed}, point {i}: {err:.2f}"
 

@@ -26,6 +26,7 @@ import images
 import pipeline
 from helpers_keypoints import (
     ASTRONAUT,
+    ASTRONAUT_BLAZEFACE_BOX,
     ASTRONAUT_BOX,
     ROOT,
     TINY_INPUT,
@@ -56,7 +57,7 @@ def astronaut():
 
 @pytest.fixture(scope="module")
 def kp(tiny_ckpt, haar):
-    return pipeline.FaceKeypointDetector(tiny_ckpt, detector=haar)
+    return pipeline.KeypointPipeline(tiny_ckpt, detector=haar)
 
 
 def no_detection(image):
@@ -67,22 +68,28 @@ def no_detection(image):
 # Box geometry
 # --------------------------------------------------------------------------------------------
 def test_crop_for_box_follows_the_calibration():
-    c = detectors.FACE_BOX_TO_CROP
+    c = detectors.load_calibration("haar")
     x, y, w, h = 10.0, 20.0, 100.0, 100.0
     side = 1.3 * c["size"] * w
     cx, cy = x + w / 2 + c["dx"] * w, y + h / 2 + c["dy"] * h
-    np.testing.assert_allclose(detectors.crop_for_box([x, y, w, h], 1.3),
-                               [cx - side / 2, cy - side / 2, side])
+    np.testing.assert_allclose(detectors.crop_for_box([x, y, w, h], 1.3, c), [cx, cy, side, 0])
 
 
 def test_crop_for_box_with_a_hand_calibration():
     cal = {"dx": 0.1, "dy": 0.2, "size": 0.5}
     # centre (0 + 50 + 10, 0 + 25 + 10) = (60, 35); side 2 * 0.5 * 100 = 100
-    np.testing.assert_allclose(detectors.crop_for_box((0, 0, 100, 50), 2.0, cal), [10, -15, 100])
+    np.testing.assert_allclose(detectors.crop_for_box((0, 0, 100, 50), 2.0, cal),
+                               [60, 35, 100, 0])
     # an identity calibration: a square crop centred on the box, crop_scale times its width
     ident = {"dx": 0.0, "dy": 0.0, "size": 1.0}
-    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.0, ident), [40, 60, 80])
-    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.5, ident), [20, 40, 120])
+    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.0, ident),
+                               [80, 100, 80, 0])
+    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.5, ident),
+                               [80, 100, 120, 0])
+    # a face rolled by 90 degrees (clockwise): its "down" is the image's left, so the offset
+    # (10 along the eye line, 10 down the face) lands at (-10, +10) from the box centre
+    np.testing.assert_allclose(detectors.crop_for_box((0, 0, 100, 50), 2.0, cal, roll=90),
+                               [50 - 10, 25 + 10, 100, 90], atol=1e-9)
 
 
 def box_iou(a, b):
@@ -121,19 +128,20 @@ def test_merge_boxes_drops_duplicates_and_keeps_separate_faces():
                       [5, 5, 100, 100],      # the same face again, better score
                       [300, 300, 80, 80],    # another face
                       [310, 305, 30, 30]])   # small box inside the other face
-    kept = detectors.merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
+    kept, scores = detectors.merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
     np.testing.assert_array_equal(kept, [[300, 300, 80, 80], [5, 5, 100, 100]])
+    np.testing.assert_array_equal(scores, [3.0, 2.0])
     # two separate faces both stay, whatever their scores
-    two = detectors.merge_boxes(boxes[[0, 2]], [0.1, 5.0])
+    two, _ = detectors.merge_boxes(boxes[[0, 2]], [0.1, 5.0])
     assert len(two) == 2
-    assert detectors.merge_boxes(np.zeros((0, 4)), []).shape == (0, 4)
+    assert detectors.merge_boxes(np.zeros((0, 4)), [])[0].shape == (0, 4)
 
 
 # --------------------------------------------------------------------------------------------
 # Haar face detection
 # --------------------------------------------------------------------------------------------
 def test_haar_finds_the_one_face_in_the_bundled_photo(haar, astronaut):
-    boxes = haar(astronaut)
+    boxes = haar(astronaut).boxes
     assert boxes.shape == (1, 4), boxes
     x, y, w, h = boxes[0]
     # the astronaut's face: centre about (225, 115), some 100 px wide
@@ -142,7 +150,7 @@ def test_haar_finds_the_one_face_in_the_bundled_photo(haar, astronaut):
 
 def test_haar_boxes_are_in_original_pixels_for_a_tiny_image(haar, astronaut):
     tiny = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # upscaled inside
-    boxes = haar(tiny)
+    boxes = haar(tiny).boxes
     assert boxes.shape == (1, 4), boxes
     assert iou(boxes[0], ASTRONAUT_BOX / 4) > 0.75, boxes
 
@@ -151,7 +159,7 @@ def test_haar_boxes_are_in_original_pixels_for_a_big_padded_image(haar, astronau
     big = cv2.resize(astronaut, (1536, 1536), interpolation=cv2.INTER_LINEAR)
     big = cv2.copyMakeBorder(big, 50, 30, 100, 20, cv2.BORDER_CONSTANT)  # downscaled inside
     expected = ASTRONAUT_BOX * 3 + [100, 50, 0, 0]
-    boxes = haar(big)
+    boxes = haar(big).boxes
     assert len(boxes) >= 1
     best = max(boxes, key=lambda b: iou(b, expected))
     assert iou(best, expected) > 0.75, boxes
@@ -163,8 +171,8 @@ def test_haar_finds_nothing_in_blank_or_noise(haar, kind):
         image = np.zeros((300, 400, 3), np.uint8)
     else:
         image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    boxes = haar(image)
-    assert isinstance(boxes, np.ndarray) and boxes.shape == (0, 4)
+    found = haar(image)
+    assert isinstance(found, detectors.Detections) and found.boxes.shape == (0, 4)
 
 
 @needs_data
@@ -174,13 +182,14 @@ def test_haar_finds_the_labelled_face_in_test_frames(haar):
     assert len(ds) == 2
     for i in range(2):
         sample = ds[i]
-        boxes = haar(sample["image"])
-        assert len(boxes) >= 1
-        assert evaluate.match_detection(boxes, sample["keypoints"], 1.3) is not None
+        found = haar(sample["image"])
+        assert len(found) >= 1
+        crops = detectors.crops_for(found, haar, 1.3)
+        assert evaluate.match_detection(crops, sample["keypoints"], 1.3) is not None
 
 
 # --------------------------------------------------------------------------------------------
-# FaceKeypointDetector: inputs
+# KeypointPipeline: inputs
 # --------------------------------------------------------------------------------------------
 def test_detector_reads_its_checkpoint(kp):
     assert kp.size == TINY_INPUT and kp.crop_scale == 1.3
@@ -199,7 +208,7 @@ def test_get_landmarks_from_a_path(kp, astronaut):
 
 
 def test_get_landmarks_from_gray_and_rgba_arrays(tiny_ckpt, astronaut):
-    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
     box = [ASTRONAUT_BOX]
     rgb = kp.get_landmarks(astronaut, boxes=box)[0].keypoints
     rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 77, np.uint8)])
@@ -215,7 +224,7 @@ def test_get_landmarks_from_gray_and_rgba_arrays(tiny_ckpt, astronaut):
 
 
 def test_explicit_boxes_skip_detection(tiny_ckpt, astronaut):
-    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
     boxes = [[176.0, 65.0, 97.0, 97.0], [10.5, 300.0, 60.0, 80.0]]
     faces = kp.get_landmarks(astronaut, boxes=boxes)
     assert len(faces) == 2
@@ -235,20 +244,20 @@ def test_explicit_boxes_skip_detection(tiny_ckpt, astronaut):
     [[0, 0, 10, 10], [0, 0, 10]], "abc", [{"x": 1}],
 ])
 def test_invalid_boxes_raise_value_error(tiny_ckpt, astronaut, boxes):
-    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
     with pytest.raises(ValueError):
         kp.get_landmarks(astronaut, boxes=boxes)
 
 
 @pytest.mark.parametrize("shape", [(10, 10, 2), (0, 10, 3), (10, 0), (4, 4, 3, 1), (5,)])
 def test_bad_array_shape_raises_value_error(tiny_ckpt, shape):
-    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
     with pytest.raises(ValueError):
         kp.get_landmarks(np.zeros(shape, np.uint8), boxes=[[0, 0, 5, 5]])
 
 
 def test_unreadable_paths_raise_image_read_error(tiny_ckpt, tmp_path):
-    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
     with pytest.raises(ImageReadError, match="no such file"):
         kp.get_landmarks(tmp_path / "missing.jpg")
     text = tmp_path / "text.jpg"
@@ -258,23 +267,23 @@ def test_unreadable_paths_raise_image_read_error(tiny_ckpt, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# FaceKeypointDetector: coordinates
+# KeypointPipeline: coordinates
 # --------------------------------------------------------------------------------------------
 def test_keypoints_map_back_to_original_pixels(tiny_ckpt, astronaut):
     """The same face padded by (dx, dy), with its box moved as much: the keypoints move by
     exactly (dx, dy). One box reaches past the image border (black fill in both cases)."""
-    kp = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
+    kp = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
     boxes = np.array([ASTRONAUT_BOX, [-5.3, -20.2, 150.0, 150.0], [300.4, 380.7, 90.0, 90.0]])
     dx, dy = 37, 23
     padded = np.pad(astronaut, ((dy, 11), (dx, 5), (0, 0)))
-    before = kp.keypoints_for_boxes(astronaut, boxes)
-    after = kp.keypoints_for_boxes(padded, boxes + [dx, dy, 0, 0])
+    before = np.array([f.keypoints for f in kp.get_landmarks(astronaut, boxes)])
+    after = np.array([f.keypoints for f in kp.get_landmarks(padded, boxes + [dx, dy, 0, 0])])
     assert before.shape == (3, 68, 2)
     np.testing.assert_allclose(after - before, np.broadcast_to([dx, dy], before.shape), atol=0.5)
     # and the keypoints are where the model says in its crop: crop pixels * side/size + corner
-    crop = detectors.crop_for_box(boxes[0], kp.crop_scale)
-    x0, y0, side = round(crop[0]), round(crop[1]), round(crop[2])
-    inside = (before[0] - [x0, y0]) * TINY_INPUT / side
+    cx, cy, side, _ = detectors.crop_for_box(boxes[0], kp.crop_scale,
+                                             detectors.load_calibration("haar"))
+    inside = (before[0] - [cx - side / 2, cy - side / 2]) * TINY_INPUT / side
     assert np.all(np.abs(inside - TINY_INPUT / 2) < 5 * TINY_INPUT)  # a sane scale, not raw
 
 
@@ -293,92 +302,28 @@ def symmetric_face_image(width=200, height=200):
 
 def test_flip_tta_is_left_right_symmetric_on_a_symmetric_face(tiny_ckpt):
     """With flip TTA the prediction is (f(crop) + mirror(f(flipped crop))) / 2; on a symmetric
-    crop that is symmetric under detect.py's mirror: x -> size - 1 - x in the model's crop and
-    the point order swapped by FLIP_INDICES. In image pixels (crop corner left, side s) point i
-    mirrored, 2 * left + (size - 1) * s / size - x, is point FLIP_INDICES[i]."""
+    crop that is symmetric under the pipeline's mirror: x -> size - 1 - x in the model's crop
+    and the point order swapped by FLIP_INDICES. In image pixels (crop centre cx) point i
+    mirrored, 2 * cx - x, is point FLIP_INDICES[i]."""
     image = symmetric_face_image()
     width = image.shape[1]
     assert np.array_equal(image, image[:, ::-1])
-    plain = pipeline.FaceKeypointDetector(tiny_ckpt, detector=no_detection)
-    tta = pipeline.FaceKeypointDetector(tiny_ckpt, flip_tta=True, detector=no_detection)
-    crop = np.array([50.0, 40.0, 100.0])          # symmetric about the image's centre line
-    left, side = round(crop[0]), round(crop[2])
-    assert 2 * left + side == width, "the crop must be symmetric for this test"
-    axis_sum = 2 * left + (tta.size - 1) * side / tta.size
+    plain = pipeline.KeypointPipeline(tiny_ckpt, detector=no_detection)
+    tta = pipeline.KeypointPipeline(tiny_ckpt, flip_tta=True, detector=no_detection)
+    crop = np.array([(width - 1) / 2, 90.0, 100.0, 0.0])   # on the image's centre line
+    axis_sum = 2 * crop[0]
 
     def asymmetry(pts):
         return max(np.abs(pts[:, 0] + pts[FLIP, 0] - axis_sum).max(),
                    np.abs(pts[:, 1] - pts[FLIP, 1]).max())
 
-    with_tta = tta.keypoints_for_crops(image, [crop])[0]
-    without = plain.keypoints_for_crops(image, [crop])[0]
+    with_tta = tta.keypoints_for_crops(image, [crop])[0][0]
+    without = plain.keypoints_for_crops(image, [crop])[0][0]
     assert asymmetry(with_tta) < 1.0
     # the random model alone is far from symmetric, so the check above is not vacuous
     assert asymmetry(without) > 3.0
     # TTA averages the plain prediction with the mirrored one
     np.testing.assert_allclose(with_tta[:, 1], (without[:, 1] + without[FLIP, 1]) / 2, atol=1.0)
-
-
-# --------------------------------------------------------------------------------------------
-# Video smoothing
-# --------------------------------------------------------------------------------------------
-def test_jitter_hand_cases():
-    pts = np.zeros((68, 2))
-    assert pipeline.jitter([pts]) == 0.0
-    assert pipeline.jitter([pts, pts + [3, 4], pts + [6, 8]]) == pytest.approx(5.0)
-    moved = pts.copy()
-    moved[:34] += [2, 0]
-    assert pipeline.jitter([pts, moved]) == pytest.approx(1.0)
-
-
-def test_smoother_reduces_jitter_of_a_still_face():
-    rng = np.random.default_rng(0)
-    base = rng.uniform(100, 200, (68, 2))
-    box = np.array([90.0, 90.0, 120.0, 120.0])
-    raw = [pipeline.Face(box + rng.normal(0, 1, 4), base + rng.normal(0, 2.0, (68, 2)))
-           for _ in range(40)]
-    smoother = pipeline.KeypointSmoother(alpha=0.4)
-    smoothed = [smoother([f]) for f in raw]
-    assert all(len(s) == 1 for s in smoothed)
-    raw_jitter = pipeline.jitter([f.keypoints for f in raw])
-    smooth_jitter = pipeline.jitter([s[0].keypoints for s in smoothed])
-    assert smooth_jitter < 0.6 * raw_jitter, (smooth_jitter, raw_jitter)
-    # still on the face: the smoothed points stay near the true ones
-    err = np.abs(np.array([s[0].keypoints for s in smoothed[5:]]) - base).mean()
-    assert err < 2.0
-    # the first frame is passed through as it is
-    np.testing.assert_array_equal(smoothed[0][0].keypoints, raw[0].keypoints)
-
-
-def test_smoother_exponential_average_formula():
-    a = pipeline.Face(np.array([0.0, 0, 50, 50]), np.zeros((68, 2)))
-    b = pipeline.Face(np.array([2.0, 0, 50, 50]), np.full((68, 2), 10.0))
-    smoother = pipeline.KeypointSmoother(alpha=0.25)
-    smoother([a])
-    out = smoother([b])[0]
-    np.testing.assert_allclose(out.keypoints, 2.5)
-    np.testing.assert_allclose(out.box, [0.5, 0, 50, 50])
-
-
-def test_smoother_does_not_mix_unrelated_faces():
-    smoother = pipeline.KeypointSmoother(alpha=0.4)
-    rng = np.random.default_rng(1)
-    a_pts, b_pts = rng.uniform(0, 50, (68, 2)), rng.uniform(300, 350, (68, 2))
-    a = pipeline.Face(np.array([0.0, 0, 50, 50]), a_pts)
-    b = pipeline.Face(np.array([300.0, 300, 50, 50]), b_pts)
-    smoother([a])
-    out = smoother([b])        # a new face elsewhere: not smoothed with face a
-    assert len(out) == 1
-    np.testing.assert_array_equal(out[0].keypoints, b_pts)
-    np.testing.assert_array_equal(out[0].box, b.box)
-    # two faces in the next frame, listed in the other order: each follows its own track
-    smoother = pipeline.KeypointSmoother(alpha=0.4)
-    smoother([a, b])
-    a2 = pipeline.Face(a.box + 1, a_pts + 1)
-    b2 = pipeline.Face(b.box - 1, b_pts - 1)
-    out = smoother([b2, a2])
-    np.testing.assert_allclose(out[0].keypoints, b_pts - 0.4)
-    np.testing.assert_allclose(out[1].keypoints, a_pts + 0.4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,11 +405,18 @@ def mixed_run(tmp_path_factory, tiny_ckpt, astronaut):
             "annotate": annotate, "boxes": boxes, "model": str(tiny_ckpt)}
 
 
-def check_face_json(face):
-    assert set(face) == {"box", "keypoints"}
+def check_face_json(face, video=False):
+    """The JSON contract of a face: the old keys as they were, the new ones beside them."""
+    assert set(face) == {"box", "keypoints", "score", "confidence", "roll"} | (
+        {"id"} if video else set())
     assert len(face["box"]) == 4 and all(isinstance(v, (int, float)) for v in face["box"])
     assert len(face["keypoints"]) == 68
     assert all(len(p) == 2 and all(np.isfinite(p)) for p in face["keypoints"])
+    for key in ("score", "confidence"):
+        assert face[key] is None or isinstance(face[key], float)
+    assert face["confidence"] is None or 0 <= face["confidence"] <= 1
+    assert isinstance(face["roll"], float) and -180 <= face["roll"] <= 180
+    assert not video or isinstance(face["id"], int)
 
 
 @pytest.mark.slow
@@ -499,7 +451,8 @@ def test_cli_json_layout_of_good_images(mixed_run):
         for face in entry["faces"]:
             check_face_json(face)
     (astro,) = by_path[inputs["astro"]]   # the photo as re-encoded: about the same box
-    assert len(astro["faces"]) == 1 and iou(astro["faces"][0]["box"], ASTRONAUT_BOX) > 0.9
+    assert len(astro["faces"]) == 1
+    assert iou(astro["faces"][0]["box"], ASTRONAUT_BLAZEFACE_BOX) > 0.9
 
 
 def test_cli_boxes_skip_detection(mixed_run):
@@ -534,8 +487,9 @@ def test_cli_video_gives_one_entry_per_frame(mixed_run):
         assert set(e) == {"path", "frame", "width", "height", "faces", "error"}
         assert e["error"] is None and (e["width"], e["height"]) == (200, 200)
         for face in e["faces"]:
-            check_face_json(face)
+            check_face_json(face, video=True)
     assert sum(len(e["faces"]) for e in frames) >= N_FRAMES // 2   # the face is found
+    assert len({f["id"] for e in frames for f in e["faces"]}) == 1  # one face, one identity
     out = video_frames(mixed_run["annotate"] / "clip_keypoints.mp4")
     assert len(out) == N_FRAMES and out[0].shape == (200, 200, 3)
 

@@ -16,7 +16,7 @@ import export
 import models
 import pipeline
 import utils
-from data_load import keypoint_box, square_crop_box
+from data_load import upright_square
 from helpers_keypoints import ASTRONAUT, make_tiny_checkpoint, needs_data
 
 SHIPPED = models.DEFAULT_MODEL
@@ -31,8 +31,8 @@ def shipped_copy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def both_backends(shipped_copy):
-    return (pipeline.FaceKeypointDetector(shipped_copy, backend="torch"),
-            pipeline.FaceKeypointDetector(shipped_copy, backend="onnx"))
+    return (pipeline.KeypointPipeline(shipped_copy, backend="torch"),
+            pipeline.KeypointPipeline(shipped_copy, backend="onnx"))
 
 
 @pytest.mark.slow
@@ -51,10 +51,11 @@ def test_onnx_keypoints_match_pytorch_within_0_05_px(both_backends):
     worst = 0.0
     for i in range(len(test)):
         sample = test[i]
-        crop = square_crop_box(keypoint_box(sample["keypoints"]), torch_det.crop_scale)
-        a = torch_det.keypoints_for_crops(sample["image"], [crop])
-        b = onnx_det.keypoints_for_crops(sample["image"], [crop])
+        crop = upright_square(sample["keypoints"], torch_det.crop_scale)
+        (a, conf_a), (b, conf_b) = (det.keypoints_for_crops(sample["image"], [crop])
+                                    for det in (torch_det, onnx_det))
         worst = max(worst, float(np.abs(a - b).max()))
+        np.testing.assert_allclose(conf_a, conf_b, atol=1e-4)
     print(f"largest ONNX - PyTorch difference over {len(test)} test faces: {worst:.2e} px")
     assert worst <= 0.05
 
@@ -100,7 +101,7 @@ def test_a_damaged_export_is_a_clear_error(tmp_path):
 def test_backend_choice_is_checked(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     with pytest.raises(ValueError, match="backend"):
-        pipeline.FaceKeypointDetector(ckpt, backend="tensorrt")
+        pipeline.KeypointPipeline(ckpt, backend="tensorrt")
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def astronaut():
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     ckpt = make_tiny_checkpoint(tmp_path_factory.mktemp("fuzz_ckpt") / "tiny.pt")
-    return pipeline.FaceKeypointDetector(ckpt)
+    return pipeline.KeypointPipeline(ckpt)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first. Library modules, then the jobs (commands) built from them.
 LAYERS = [
     ["landmarks", "utils"],
-    ["metrics", "images"],
+    ["metrics", "images", "tracking"],
     ["data_load", "models"],
     ["fetch_data", "detectors", "face_geometry", "art", "export", "drawing"],
-    ["data_300w", "pipeline", "filters"],
+    ["blazeface", "data_300w", "filters"],
+    ["pipeline"],
     ["evaluate", "train"],
-    ["detect", "benchmark", "benchmark_detection", "ship", "label_noise"],
-    ["experiments", "variants"],
+    ["detect", "benchmark", "ship", "label_noise"],
+    ["benchmark_detection", "experiments", "variants"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p.stem for p in ROOT.glob("*.py"))

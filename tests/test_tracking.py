@@ -9,12 +9,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import face_layout
 
 import tracking
-from tracking import (DEFAULT_ONE_EURO, FaceTracker, OneEuroFilter, delay, ema_smooth,
-                      face_size, inside_fraction, jitter, lag, match_boxes, one_euro_smooth,
-                      simulate_clip)
+from conftest import face_layout
+from tracking import (
+    DEFAULT_ONE_EURO,
+    FaceTracker,
+    OneEuroFilter,
+    delay,
+    ema_smooth,
+    face_size,
+    inside_fraction,
+    jitter,
+    lag,
+    match_boxes,
+    one_euro_smooth,
+    simulate_clip,
+)
 
 FPS = 30.0
 
@@ -573,7 +584,7 @@ def test_faces_of_other_kinds():
                  lambda b, k: types.SimpleNamespace(box=b, keypoints=k, score=None,
                                                     confidence=1.0)):
         tracker = FaceTracker(Pipe(make), detect_every=2)
-        for i in range(3):
+        for _ in range(3):
             out = tracker(np.zeros((H, W, 3), np.uint8))
             assert len(out) == 1 and out[0].id == 0
             assert isinstance(out[0].box, np.ndarray) and out[0].keypoints.dtype == np.float32

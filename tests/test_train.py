@@ -137,7 +137,7 @@ def test_a_seed_1_models_validation_people_are_read_from_its_checkpoint(tmp_path
     meta = models.load_model(tmp_path / "best.pt")[1]
     _, val_names = data_load.person_split(meta["train_config"])
     assert val_names and not {data_load.person_of(f) for f in val_names} & trained_on
-    detector = pipeline.FaceKeypointDetector(tmp_path / "best.pt")
+    detector = pipeline.KeypointPipeline(tmp_path / "best.pt")
     _, details = evaluate.evaluate(detector, "val", "crop", subset=5, progress=False)
     assert set(details["files"]) <= set(val_names)
     # the defaults (seed 0) would have measured partly on this model's training people
