@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.installed-benchmark
 NOTEBOOKS := 1_Load_and_Visualize.ipynb 2_Define_Train_CNN.ipynb 3_Haar_Detection.ipynb 4_Fun_Filters.ipynb
 PYTEST := $(PY) -m pytest -q --durations=15
 
-.PHONY: demo test test-fast unit notebooks lint spell data venv lab clean
+.PHONY: demo test test-fast unit notebooks lint spell data weights venv lab clean
 
 venv: $(STAMP)
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -30,7 +30,11 @@ $(BENCH_STAMP): $(STAMP) requirements-benchmark.txt
 data: $(STAMP)
 	$(PY) fetch_data.py
 
-demo: $(STAMP)
+# the face detector's models alone: all that `make demo` needs beside the environment
+weights: $(STAMP)
+	$(PY) fetch_data.py --weights
+
+demo: weights
 	$(PY) detect.py --annotate out/demo --json out/demo/demo.json
 	@echo "annotated photo written to out/demo/"
 
