@@ -34,6 +34,7 @@ BASE = TrainConfig(arch="resnet18", width=32, input_size=112, extra_data="300w+a
                    degrees=30, degrade=0.25, jitter_scale=0.15, jitter_shift=0.08, gamma=0.3,
                    loss="l1", lr=1e-3, batch_size=32, workers=1, command="variants.py")
 PIP = {"arch": "pip", "input_size": 128}
+HEATMAP = {"arch": "heatmap"}
 
 #: (slug, description, overrides of BASE)
 VARIANTS = [
@@ -44,8 +45,12 @@ VARIANTS = [
     ("pip_wing", "PIPNet's head + Wing loss", {**PIP, "loss": "wing"}),
     ("pip_color", "PIPNet's head, colour input", {**PIP, "color": True}),
     ("pip_one_head", "PIPNet's head, one head for both mark-ups", {**PIP, "markups": "course"}),
-    ("pip_no_mix", "PIPNet's head, 300-W not over-sampled", {**PIP, "mix_300w": None}),
-    ("pip_ema", "PIPNet's head + EMA of the weights (0.998)", {**PIP, "ema": 0.998}),
+    # the heatmaps won the first rows: the other factors measured on them
+    ("heatmap_wing", "heatmaps + Wing loss", {**HEATMAP, "loss": "wing"}),
+    ("heatmap_128", "heatmaps at 128 px", {**HEATMAP, "input_size": 128}),
+    ("heatmap_color", "heatmaps, colour input", {**HEATMAP, "color": True}),
+    ("heatmap_no_mix", "heatmaps, 300-W not over-sampled", {**HEATMAP, "mix_300w": None}),
+    ("heatmap_ema", "heatmaps + EMA of the weights (0.995)", {**HEATMAP, "ema": 0.995}),
 ]
 
 
