@@ -138,7 +138,7 @@ def convert_300w(sources, dest=None, quiet=False) -> Path:
             pts_files = sorted(folder.glob("*.pts"))
             if not pts_files:
                 raise DataError(f"{folder}: no .pts files (expected 300-W image + .pts pairs)")
-            for pts_file in tqdm(pts_files, desc=prefix, disable=quiet):
+            for pts_file in tqdm(pts_files, desc=prefix, disable=quiet or None):
                 images = [pts_file.with_suffix(e) for e in (".jpg", ".png", ".jpeg", ".bmp")]
                 image_file = next((f for f in images if f.is_file()), None)
                 if image_file is None:

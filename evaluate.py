@@ -123,7 +123,7 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
     pipe.set_markup(markup_for(split, pipe))
     preds, gts, confs, detections, seconds = [], [], [], 0, 0.0
     try:
-        for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress):
+        for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress or None):
             sample = ds[i]
             image, gt = rotated(sample["image"], sample["keypoints"], degrees)
             t0 = time.perf_counter()

@@ -70,7 +70,7 @@ def _download(url, dest: Path, desc, quiet=False):
         with atomic_path(dest) as part, urllib.request.urlopen(url, timeout=60) as response, \
                 open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=quiet) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=quiet or None) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -162,7 +162,7 @@ def fetch_dataset(data_dir=None, quiet=False) -> Path:
         try:
             with zipfile.ZipFile(zip_path) as z:
                 members = [m for m in z.infolist() if not m.filename.startswith("__MACOSX")]
-                for m in tqdm(members, desc="extracting", unit="file", disable=quiet):
+                for m in tqdm(members, desc="extracting", unit="file", disable=quiet or None):
                     z.extract(m, staging)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             raise DataError(f"{zip_path} is not a complete zip ({e}). Delete it and run set-up "

@@ -462,7 +462,7 @@ def run_epoch(model, loader, criterion, optimizer=None, desc="", kp_std=1.0, pro
     weight = getattr(core, "AUX_WEIGHT", 0.0) if aux_weight is None else aux_weight
     total = count = nme_sum = 0.0
     bar = tqdm(loader, desc=desc, leave=False, unit="batch", mininterval=2,
-               disable=not (progress and rt.main))
+               disable=None if progress and rt.main else True)  # None: off when not a tty
     ddp = isinstance(model, DistributedDataParallel)
     join = model.join() if training and ddp else nullcontext()  # shards may differ by a batch
     autocast = torch.autocast("cuda", dtype=rt.amp) if rt.amp else nullcontext()
