@@ -70,7 +70,8 @@ def _download(url, dest: Path, desc, quiet=False):
         with atomic_path(dest) as part, urllib.request.urlopen(url, timeout=60) as response, \
                 open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=quiet or None) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=desc,
+                      disable=quiet or None) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
