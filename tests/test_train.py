@@ -6,12 +6,14 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import data_300w
 import data_load
 import evaluate
+import experiments
 import images
 import models
 import pipeline
@@ -357,3 +359,17 @@ def test_extra_data_300w_adds_only_its_training_part(tmp_path):
     assert sample["image"].shape == (1, 48, 48) and sample["keypoints"].shape == (68, 2)
     with pytest.raises(ValueError, match="extra-data"):
         train.make_loaders(TrainConfig(**TINY, extra_data="afw", out=str(tmp_path)))
+
+
+def test_experiments_table_has_one_row_per_setting_with_its_seeds(tmp_path):
+    base = TrainConfig(**{**TINY, "epochs": 1, "subset": 16, "val_subset": 8})
+    rows = [("baseline", {}), ("loss L1", {"loss": "l1"})]
+    table = experiments.run_experiments(base, tmp_path, rows=rows, seeds=(0, 1))
+    assert list(table.experiment) == ["baseline", "loss L1"]
+    for _, row in table.iterrows():
+        per_seed = [float(v) for v in row["per_seed_%"].split(" / ")]
+        assert len(per_seed) == 2 and per_seed[0] != per_seed[1]   # two real runs
+        assert row["val_nme_%"] == pytest.approx(np.mean(per_seed), abs=0.01)
+        assert row["spread_%"] == pytest.approx(np.std(per_seed), abs=0.01)
+    assert (tmp_path / "experiments.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "baseline").iterdir()) == ["seed0", "seed1"]
