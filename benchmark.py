@@ -55,7 +55,7 @@ from landmarks import N_KEYPOINTS
 from metrics import FAIL_THRESHOLD, summarize
 from models import DEFAULT_MODEL, build_model, checkpoint_meta, count_parameters, save_checkpoint
 from pipeline import KeypointPipeline
-from tracking import DEFAULT_ONE_EURO, FaceTracker, jitter
+from tracking import jitter
 from utils import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
@@ -154,9 +154,8 @@ def video_benchmark(pipe, track_every=10):
         frames, mats = synthetic_clip(photo, motion=motion)
         truth = [reference @ m[:, :2].T + m[:, 2] for m in mats]
         results = {}
-        for name, smoothing in (("raw", None), ("One Euro", {**DEFAULT_ONE_EURO, "freq": 30.0})):
-            tracker = FaceTracker(pipe, detect_every=track_every, min_confidence=0.0,
-                                  smoothing=smoothing)
+        for name, smoothing in (("raw", False), ("One Euro", True)):
+            tracker = pipe.tracker(track_every, 30.0, smoothing)
             t0 = time.perf_counter()
             seen = [tracker(f, t=i / 30.0) for i, f in enumerate(frames)]
             seconds = time.perf_counter() - t0

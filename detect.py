@@ -28,7 +28,6 @@ from fetch_data import DetectorWeightsError
 from images import DEFAULT_PHOTO, ImageReadError, load_image, save_rgb
 from models import DEFAULT_MODEL, ModelLoadError
 from pipeline import BACKENDS, DETECTORS, KeypointPipeline, check_boxes
-from tracking import DEFAULT_ONE_EURO, FaceTracker
 from utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
@@ -94,13 +93,14 @@ def read_images(paths, workers):
             yield pending.popleft().result()
 
 
-def image_entry(pipe, path, image, boxes, annotate, filter_name=None):
+def image_entry(path, image, faces, annotate, filter_name=None):
+    """The JSON entry of one image (or of the error that kept it from being read), and its
+    annotated copy."""
     entry = {"path": path, "width": None, "height": None, "faces": [], "error": None}
     if isinstance(image, Exception):
         entry["error"] = str(image)
         return entry
     entry["height"], entry["width"] = image.shape[:2]
-    faces = pipe.get_landmarks(image, boxes=boxes)
     entry["faces"] = [f.to_json() for f in faces]
     if annotate:
         suffix = Path(path).suffix.lower()
@@ -147,7 +147,7 @@ def process_video(pipe, path, annotate, progress=True, filter_name=None, track_e
                  "error": f"{path}: not a readable video"}], True
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    tracker = make_tracker(pipe, track_every, fps)
+    tracker = pipe.tracker(track_every, fps)
     writer, entries, index = None, [], 0
     with tqdm(total=total, desc=Path(path).name, unit="frame",
               disable=not progress or None) as bar:
@@ -172,15 +172,6 @@ def process_video(pipe, path, annotate, progress=True, filter_name=None, track_e
         return [{"path": path, "frame": None, "width": None, "height": None, "faces": [],
                  "error": f"{path}: a video with no readable frame"}], True
     return entries, False
-
-
-def make_tracker(pipe, track_every=10, fps=30.0):
-    """The video tracker for a pipeline: a refit counts as lost when the model's confidence
-    falls below the floor measured for it (``ship.py``: the least confident 5 % of held-out
-    faces), or, for a model without one, when the face leaves the frame."""
-    floor = (pipe.meta.get("confidence") or {}).get(pipe.markup, {}).get("floor")
-    return FaceTracker(pipe, detect_every=track_every, min_confidence=floor or 0.0,
-                       smoothing={**DEFAULT_ONE_EURO, "freq": fps})
 
 
 def read_boxes_file(path):
@@ -235,6 +226,8 @@ def build_parser():
     p.add_argument("--track-every", type=int, default=10, metavar="N",
                    help="videos: run the face detector every N frames and follow the faces "
                         "from their keypoints in between (1: detect in every frame)")
+    p.add_argument("--batch", type=int, default=8,
+                   help="images whose faces go through the network together")
     p.add_argument("--workers", type=int, default=1,
                    help="threads that decode images and video frames while the network runs; "
                         "0: decode in turn")
@@ -273,9 +266,18 @@ def main(argv=None):
     t0 = time.perf_counter()
     videos = {p for p in items if is_video(p) and Path(p).is_file()}
     pictures = read_images([p for p in items if p not in videos], args.workers)
+    batch = []   # read images waiting for the network: their crops go in one batch
+
+    def flush():
+        faces = pipe.find_faces_in([image for _, image in batch])
+        for (path, image), found in zip(batch, faces):
+            entries.append(image_entry(path, image, found, annotate, args.filter))
+        batch.clear()
+
     show = not args.quiet and len(items) > 1
     for path in tqdm(items, desc="images", unit="file", disable=not show or None):
         if path in videos:
+            flush()
             video_entries, bad = process_video(pipe, path, annotate, progress=not args.quiet,
                                                filter_name=args.filter,
                                                track_every=args.track_every,
@@ -284,9 +286,17 @@ def main(argv=None):
             failed |= bad
             continue
         _, image = next(pictures)
-        entry = image_entry(pipe, path, image, boxes.get(path), annotate, args.filter)
-        failed |= entry["error"] is not None
-        entries.append(entry)
+        if isinstance(image, Exception) or path in boxes:
+            flush()
+            found = [] if isinstance(image, Exception) else \
+                pipe.get_landmarks(image, boxes=boxes[path])
+            entries.append(image_entry(path, image, found, annotate, args.filter))
+            failed |= isinstance(image, Exception)
+            continue
+        batch.append((path, image))
+        if len(batch) >= args.batch:
+            flush()
+    flush()
     result = {"model": str(args.model), "images": entries}
     if args.json:
         atomic_write_json(args.json, result)

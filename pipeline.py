@@ -32,6 +32,7 @@ from export import onnx_model_for
 from images import as_rgb_array
 from landmarks import FLIP_INDICES, N_KEYPOINTS
 from models import DEFAULT_MODEL, load_model
+from tracking import DEFAULT_ONE_EURO, FaceTracker
 
 BACKENDS = ("torch", "onnx")
 #: The face detectors by name (``detect.py --detector``); the first is the default.
@@ -137,12 +138,15 @@ class KeypointPipeline:
 
     def crop_predictions(self, image, crops, mirrored=False):
         """The model's raw keypoints (N, 68, 2) in crop pixels for squares (cx, cy, side,
-        angle), and its confidence (N,). With ``mirrored``, also its prediction on each
-        mirrored crop, re-indexed by the mirror table but left in the mirrored crop's
-        coordinates. No offset is subtracted here."""
+        angle), and its confidence (N,), all in one batch. ``image``: one image, or a list of
+        one image per crop. With ``mirrored``, also its prediction on each mirrored crop,
+        re-indexed by the mirror table but left in the mirrored crop's coordinates. No offset
+        is subtracted here."""
+        sources = image if isinstance(image, list) else [image] * len(crops)
         dummy = np.zeros((N_KEYPOINTS, 2), np.float32)
-        batch = torch.stack([self._to_input({"image": warp_face(image, c, self.size),
-                                             "keypoints": dummy})["image"] for c in crops])
+        batch = torch.stack([self._to_input({"image": warp_face(im, c, self.size),
+                                             "keypoints": dummy})["image"]
+                             for im, c in zip(sources, crops)])
         plain, conf = self._run(batch)
         if not mirrored:
             return plain, None, conf
@@ -151,7 +155,8 @@ class KeypointPipeline:
 
     def keypoints_for_crops(self, image, crops):
         """Keypoints (N, 68, 2) in image pixels and confidences (N,) for squares (N, 4) as
-        (cx, cy, side, angle), less the model's measured mean offsets (``meta['bias']``)."""
+        (cx, cy, side, angle), less the model's measured mean offsets (``meta['bias']``).
+        ``image``: one image, or a list of one image per crop (one batch for several images)."""
         crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
         if len(crops) == 0:
             return np.zeros((0, N_KEYPOINTS, 2)), np.zeros(0)
@@ -185,6 +190,26 @@ class KeypointPipeline:
         """Every face the detector finds in an RGB array, with its keypoints."""
         return self.faces_for(image, self.detect(image))
 
+    def find_faces_in(self, images) -> list[list[Face]]:
+        """Every face of several images (RGB arrays), the crops of all of them predicted
+        together, in one batch per pass: for folders of photos."""
+        found = [self.detect(im) for im in images]
+        owners = [i for i, d in enumerate(found) for _ in range(len(d))]
+        faces = [[] for _ in images]
+        if not owners:
+            return faces
+        crops = np.concatenate([crops_for(d, self.detector, self.crop_scale) for d in found])
+        sources = [images[i] for i in owners]
+        pts, conf = self.keypoints_for_crops(sources, crops)
+        for _ in range(self.refine):
+            pts, conf = self.refit_keypoints(sources, pts)
+        boxes = np.concatenate([d.boxes for d in found])
+        scores = np.concatenate([d.scores for d in found])
+        for k, i in enumerate(owners):
+            faces[i].append(Face(boxes[k], pts[k], _finite(scores[k]), _finite(conf[k]),
+                                 eye_roll(pts[k])))
+        return faces
+
     def faces_for(self, image, detections, detector=None) -> list[Face]:
         """``Face`` objects for a detector's faces (``keypoints_for``)."""
         pts, conf = self.keypoints_for(image, detections, detector)
@@ -214,6 +239,16 @@ class KeypointPipeline:
         return self.faces_for(image, given(image), given)
 
     get_landmarks_from_image = get_landmarks
+
+    def tracker(self, detect_every=10, fps=30.0, smoothing=True):
+        """A ``tracking.FaceTracker`` on this pipeline for a video of ``fps`` frames per second:
+        the detector every ``detect_every`` frames, refits in between, a refit counted as lost
+        when the model's confidence falls below the floor measured for it (``ship.py``: the
+        least confident 5 % of held-out faces; none for a model without confidence), One Euro
+        smoothing unless ``smoothing`` is False."""
+        floor = ((self.meta.get("confidence") or {}).get(self.markup) or {}).get("floor")
+        return FaceTracker(self, detect_every=detect_every, min_confidence=floor or 0.0,
+                           smoothing={**DEFAULT_ONE_EURO, "freq": fps} if smoothing else None)
 
 
 def _finite(value):

@@ -665,3 +665,17 @@ def test_main_folder_without_images_is_reported(tmp_path, tiny_ckpt, capsys):
     assert code == 1
     (entry,) = json.loads(out.read_text())["images"]
     assert entry["faces"] == [] and "no image" in entry["error"]
+
+
+def test_several_images_in_one_batch_give_what_each_gives_alone(tiny_ckpt, astronaut):
+    pipe = pipeline.KeypointPipeline(tiny_ckpt)
+    small = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
+    images = [astronaut, np.zeros((64, 80, 3), np.uint8), small, astronaut]
+    together = pipe.find_faces_in(images)
+    assert [len(f) for f in together] == [len(pipe.find_faces(im)) for im in images]
+    assert len(together[0]) == 1 and together[1] == []
+    for image, faces in zip(images, together):
+        for a, b in zip(faces, pipe.find_faces(image)):
+            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+            np.testing.assert_allclose(a.box, b.box)
+            assert a.score == pytest.approx(b.score)
