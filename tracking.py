@@ -10,7 +10,7 @@
 * Measurement helpers for tuning: :func:`jitter`, :func:`lag`, :func:`delay`,
   :func:`simulate_clip` and :func:`tune_one_euro` (which chose :data:`DEFAULT_ONE_EURO`).
 
-Only numpy, torch and torchvision are used; no project module is imported.
+Box overlaps come from ``detectors.box_overlaps``; the rest is numpy.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from torchvision.ops import box_convert, box_iou
+
+from detectors import box_overlaps
 
 __all__ = [
     "DEFAULT_ONE_EURO", "FaceLike", "FaceTracker", "OneEuroFilter", "Pipeline", "Track",
@@ -188,9 +188,9 @@ def face_size(keypoints) -> float:
 # ------------------------------------------------------------------------------------------
 # Box helpers
 # ------------------------------------------------------------------------------------------
-def _xyxy(boxes) -> torch.Tensor:
-    b = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
-    return box_convert(b, in_fmt="xywh", out_fmt="xyxy")
+def _iou(boxes_a, boxes_b) -> np.ndarray:
+    """IoU of every pair of (x, y, w, h) boxes (``detectors.box_overlaps``; 0 where undefined)."""
+    return np.nan_to_num(box_overlaps(boxes_a, boxes_b)[0], nan=0.0)
 
 
 def match_boxes(boxes_a, boxes_b, min_iou=0.3):
@@ -201,7 +201,7 @@ def match_boxes(boxes_a, boxes_b, min_iou=0.3):
     """
     if len(boxes_a) == 0 or len(boxes_b) == 0:
         return []
-    iou = np.nan_to_num(box_iou(_xyxy(boxes_a), _xyxy(boxes_b)).numpy(), nan=0.0)
+    iou = _iou(boxes_a, boxes_b)
     pairs, used_a, used_b = [], set(), set()
     order = np.argsort(-iou, axis=None, kind="stable")
     for flat in order:
@@ -478,8 +478,7 @@ class FaceTracker:
         visible = sorted((tr for tr in self.tracks if tr.visible), key=lambda tr: tr.id)
         if len(visible) < 2:
             return
-        iou = np.nan_to_num(box_iou(_xyxy([tr.box for tr in visible]),
-                                    _xyxy([tr.box for tr in visible])).numpy(), nan=0.0)
+        iou = _iou([tr.box for tr in visible], [tr.box for tr in visible])
         gone = set()
         for i in range(len(visible)):
             if i in gone:
@@ -504,7 +503,7 @@ class FaceTracker:
 
 
 def _max_iou(box, boxes) -> float:
-    return float(np.nan_to_num(box_iou(_xyxy([box]), _xyxy(boxes)).numpy(), nan=0.0).max())
+    return float(_iou([box], boxes).max())
 
 
 def _shape_size(image):

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first. Library modules, then the jobs (commands) built from them.
 LAYERS = [
     ["landmarks", "utils"],
-    ["metrics", "images", "tracking"],
+    ["metrics", "images"],
     ["data_load", "models"],
     ["fetch_data", "detectors", "face_geometry", "art", "export", "drawing"],
-    ["blazeface", "data_300w", "filters"],
+    ["blazeface", "data_300w", "filters", "tracking"],
     ["pipeline"],
     ["evaluate", "train"],
     ["detect", "benchmark", "ship", "label_noise"],
