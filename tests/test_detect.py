@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import blazeface
 import data_load
 import detect
 import detectors
@@ -679,3 +680,17 @@ def test_several_images_in_one_batch_give_what_each_gives_alone(tiny_ckpt, astro
             np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
             np.testing.assert_allclose(a.box, b.box)
             assert a.score == pytest.approx(b.score)
+
+
+def test_missing_detector_weights_name_the_command_and_haar_still_works(tmp_path, monkeypatch,
+                                                                      capsys, tiny_ckpt):
+    monkeypatch.setattr(blazeface, "BLAZEFACE_DIR", tmp_path / "nothing here")
+    code = detect.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert "is missing" in line and "python fetch_data.py --weights" in line
+    out = tmp_path / "haar.json"
+    assert detect.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--detector", "haar",
+                        "--json", str(out), "--quiet"]) == 0
+    assert len(json.loads(out.read_text())["images"][0]["faces"]) == 1
