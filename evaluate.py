@@ -2,7 +2,7 @@
 
 Two protocols on the official 770-frame test split::
 
-    python evaluate.py --model saved_models/keypoints_resnet18.pt            # both protocols
+    python evaluate.py --model saved_models/keypoints.pt            # both protocols
     python evaluate.py --protocol crop      # (a) the model on face crops from the ground truth
     python evaluate.py --protocol pipeline  # (b) detection -> crop -> model -> image
     python evaluate.py --split val          # the model's own validation people
@@ -108,7 +108,7 @@ def holdout_names(pipe=None):
 
 
 def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True, names=None,
-             degrees=0):
+             degrees=0, markup=None):
     """Predictions for every face of a split under a protocol; returns (summary, details).
 
     ``split``: see ``split_dataset``. A model with one head per mark-up is read with the
@@ -116,13 +116,14 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
     ``protocol='crop'``: the model on the upright face square derived from the labelled
     keypoints. ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure.
     ``degrees``: each image (and its labels) turned by that much first (``rotated``).
+    ``markup``: read another head than the split's own (to compare the heads on the same faces).
     ``details`` holds the predictions, labels, confidences and file names; the summary's
     ``ms_per_image`` is the time of detection (pipeline) and the model's passes per image, in
     this process, without reading the file.
     """
     ds = split_dataset(split, pipe, subset, names)
     previous = pipe.markup
-    pipe.set_markup(markup_for(split, pipe))
+    pipe.set_markup(markup or markup_for(split, pipe))
     preds, gts, confs, detections, seconds = [], [], [], 0, 0.0
     try:
         for i in tqdm(range(len(ds)), desc=f"{split} ({protocol})", disable=not progress or None):
@@ -200,6 +201,8 @@ def main(argv=None):
     p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)))
     p.add_argument("--degrees", type=float, default=0.0,
                    help="turn every image (and its labels) by this many degrees first")
+    p.add_argument("--markup", choices=["course", "300w"], default=None,
+                   help="the output head to read (default: the split's own mark-up)")
     p.add_argument("--flip-tta", action="store_true")
     p.add_argument("--refine", type=int, default=1,
                    help="re-crops around the predicted keypoints (pipeline.KeypointPipeline)")
@@ -220,11 +223,14 @@ def main(argv=None):
         p.error("--holdout goes with --split 300w")
     pipe = KeypointPipeline(args.model, detector=args.detector, flip_tta=args.flip_tta,
                             refine=args.refine)
+    if args.markup and args.markup not in pipe.markups:
+        p.error(f"--markup {args.markup}: {args.model} has no such head; it has "
+                f"{', '.join(pipe.markups)}")
     names = holdout_names(pipe) if args.holdout else None
     results = {}
     for protocol in (["crop", "pipeline"] if args.protocol == "both" else [args.protocol]):
         summary, _ = evaluate(pipe, args.split, protocol, args.subset, names=names,
-                              degrees=args.degrees)
+                              degrees=args.degrees, markup=args.markup)
         results[protocol] = summary
         title = PROTOCOL_TITLES[protocol].replace("detection", f"{args.detector} detection")
         print(format_metrics(summary, f"{title}  [{args.split} split"

@@ -29,7 +29,7 @@ from data_load import upright_square, warp_face
 from evaluate import PROTOCOL_TITLES, evaluate, holdout_names, split_dataset
 from fetch_data import DetectorWeightsError, fetch_300w
 from landmarks import REGIONS
-from metrics import format_metrics
+from metrics import format_metrics, interocular
 from models import ModelLoadError, read_checkpoint
 from pipeline import KeypointPipeline
 from utils import atomic_path, atomic_torch_save, atomic_write_text
@@ -98,17 +98,17 @@ def confidence_summary(confidence):
 
 
 def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=None,
-               settings=None, command=None):
+               settings=None, command=None, heads=None):
     """Copy a checkpoint to ``dest`` with its measured test metrics, offsets and confidence
     floors, and write its model card.
 
     ``results``: ``{test set: {protocol: summarize(...) result}}`` as ``evaluate`` measured
-    them. The copy is written atomically, so an interrupted run never leaves a half-written
-    shipped model.
+    them; ``heads``: ``compare_heads``'s result. The copy is written atomically, so an
+    interrupted run never leaves a half-written shipped model.
     """
     ckpt = read_checkpoint(model_path)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results,
-                       "test_settings": dict(settings or {})}
+                       "test_settings": dict(settings or {}), "heads": heads or {}}
     if bias:
         ckpt["bias"] = {m: {"plain": b["plain"], "mirrored": b["mirrored"]}
                         for m, b in bias.items()}
@@ -144,7 +144,8 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores; torch {torch.__version__}",
         curves=(f"- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`."
                 if curves else ""),
-        test_table=_test_table(results), terms=_terms(cfg))
+        test_table=_test_table(results), heads_table=_heads_table(heads or {}),
+        terms=_terms(cfg))
     atomic_write_text(card_path, text)
     return dest, card_path
 
@@ -163,6 +164,22 @@ def _test_table(results):
                         f"{100 * m['fr@8']:.2f} | {m['rmse_px']:.2f} | "
                         + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
     return head + "\n".join(rows)
+
+
+def _heads_table(heads):
+    """The card's comparison of the two heads (``compare_heads``), or a line saying there is
+    one head."""
+    if not heads:
+        return "The model has one output head."
+    lines = ["| test set | | NME mean % | " + " | ".join(k + " %" for k in REGIONS) + " |",
+             "| --- " * (3 + len(REGIONS)) + "|"]
+    for name, row in heads.items():
+        for key, m in row.items():
+            label = ("the two heads apart" if key == "apart"
+                     else f"{key} head against the labels")
+            lines.append(f"| {name} | {label} | {100 * m['nme_mean']:.2f} | "
+                         + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
+    return "\n".join(lines)
 
 
 def _data(cfg):
@@ -230,6 +247,29 @@ def _init_history(cfg):
     return "".join("\n" + line for line in lines)
 
 
+def compare_heads(pipe, sets):
+    """Both heads of a two-head model on the same faces (protocol (a), upright crops from the
+    labels): per test set, each head's NME against the labels, and how far apart the two heads'
+    points are (per region, in the same units: mean distance / outer-eye-corner distance).
+    ``sets``: ``test_sets(pipe)``. ``{}`` for a model with one head."""
+    if len(pipe.markups) < 2:
+        return {}
+    found = {}
+    for name, (split, names) in sets.items():
+        preds, row = {}, {}
+        for markup in pipe.markups:
+            row[markup], details = evaluate(pipe, split, "crop", names=names, markup=markup,
+                                            progress=False)
+            preds[markup] = details["pred"]
+        a, b = (preds[m] for m in pipe.markups[:2])
+        apart = np.linalg.norm(a - b, axis=-1) / interocular(details["gt"])[:, None]
+        row["apart"] = {"nme_mean": float(np.nanmean(apart)),
+                        **{f"nme_{k}": float(np.nanmean(apart[:, idx]))
+                           for k, idx in REGIONS.items()}}
+        found[name] = row
+    return found
+
+
 def test_sets(pipe):
     """{name: (split, names)} of the test sets this model is measured on."""
     sets = {"course test split": ("test", None)}
@@ -272,8 +312,10 @@ def main(argv=None):
             results[name][protocol], _ = evaluate(pipe, split, protocol, names=names)
             print(format_metrics(results[name][protocol],
                                  f"{PROTOCOL_TITLES[protocol]}  [{name}]"))
+    heads = compare_heads(pipe, test_sets(pipe))
+    print(_heads_table(heads))
     command = "python ship.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    dest, card = ship_model(args.model, args.dest, results, bias=bias,
+    dest, card = ship_model(args.model, args.dest, results, bias=bias, heads=heads,
                             confidence={k: v for k, v in confidence.items() if v},
                             settings={"flip_tta": args.flip_tta, "refine": args.refine,
                                       "detector": args.detector}, command=command)

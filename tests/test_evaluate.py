@@ -3,6 +3,7 @@ matches a detected face box to a labelled face."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -341,3 +342,43 @@ def test_measure_bias_finds_a_known_offset_on_the_models_own_validation_people(c
     assert "seed 1" in bias["split"] and np.all(bias["confidence"] == 0.5)
     # another seed holds out other people: the split really comes from the checkpoint
     assert data_load.split_by_person(ds.filenames, 0.34, 0)[1] != val_names
+
+
+# --------------------------------------------------------------------------------------------
+# ship.compare_heads: the two mark-up heads on the same faces
+# --------------------------------------------------------------------------------------------
+def test_compare_heads_measures_how_far_apart_the_heads_put_each_region(monkeypatch):
+    rng = np.random.default_rng(0)
+    gt = np.stack([random_face(rng, interocular=40.0) for _ in range(5)])
+    shift = np.zeros((68, 2))
+    shift[landmarks.REGIONS["jaw"], 0] = 4.0            # the 300-W head: jaw 4 px to the right
+    calls = []
+
+    def fake_evaluate(pipe, split, protocol, names=None, markup=None, progress=True):
+        calls.append((split, protocol, tuple(names or ()), markup))
+        pred = gt + (shift if markup == "300w" else 0)
+        err = float(markup == "300w")
+        return {"nme_mean": err, **{f"nme_{k}": err for k in REGIONS}}, {"pred": pred, "gt": gt}
+
+    monkeypatch.setattr(ship, "evaluate", fake_evaluate)
+    pipe = SimpleNamespace(markups=["course", "300w"])
+    found = ship.compare_heads(pipe, {"set A": ("300w_test", None), "set B": ("test", ["a"])})
+    assert calls == [("300w_test", "crop", (), "course"), ("300w_test", "crop", (), "300w"),
+                     ("test", "crop", ("a",), "course"), ("test", "crop", ("a",), "300w")]
+    apart = found["set A"]["apart"]
+    assert apart["nme_jaw"] == pytest.approx(4.0 / 40.0)
+    assert apart["nme_mean"] == pytest.approx(0.1 * 17 / 68)
+    assert all(apart[f"nme_{k}"] == 0 for k in ("brows", "nose", "eyes", "mouth"))
+    assert found["set B"]["300w"]["nme_mean"] == 1.0          # each head's own summary is kept
+    table = ship._heads_table(found)
+    assert "| set A | the two heads apart | 2.50 | 10.00 | 0.00 |" in table
+    assert ship.compare_heads(SimpleNamespace(markups=["course"]), {"x": ("test", None)}) == {}
+
+
+def test_evaluate_command_refuses_a_head_the_model_does_not_have(tmp_path, capsys):
+    model = make_tiny_checkpoint(tmp_path / "one_head.pt")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--model", str(model), "--markup", "300w", "--detector", "haar"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--markup 300w: " in err and "has no such head; it has course" in err
