@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent
 #: are not mirror-symmetric).
 BASE = TrainConfig(arch="resnet18", width=32, input_size=112, extra_data="300w+afw",
                    markups="course,300w", mix_300w=0.5, epochs=6, flip=0.0, flip_300w=0.5,
-                   degrees=30, degrade=0.25, jitter_scale=0.15, jitter_shift=0.08, gamma=0.3,
+                   degrees=20, degrade=0.25, jitter_scale=0.15, jitter_shift=0.08, gamma=0.3,
                    loss="l1", lr=1e-3, batch_size=32, workers=1, command="variants.py")
 PIP = {"arch": "pip", "input_size": 128}
 HEATMAP = {"arch": "heatmap"}
