@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from detectors import box_overlaps
+from landmarks import FACE_LAYOUT
 
 __all__ = [
     "DEFAULT_ONE_EURO", "FaceLike", "FaceTracker", "OneEuroFilter", "Pipeline", "Track",
@@ -517,17 +518,7 @@ def _shape_size(image):
 # Measurement and tuning
 # ------------------------------------------------------------------------------------------
 # One frontal face's 68 points (iBUG order), used to simulate clips.
-_TEMPLATE = np.array([
-    [45, 98], [47, 106], [49, 110], [53, 119], [56, 125], [62, 130], [66, 134], [73, 136],
-    [81, 139], [92, 134], [96, 130], [98, 126], [102, 120], [102, 111], [104, 105],
-    [104, 99], [102, 90], [51, 89], [56, 87], [60, 87], [64, 87], [68, 87], [83, 85],
-    [87, 83], [92, 81], [96, 81], [100, 84], [77, 92], [79, 98], [79, 102], [79, 107],
-    [73, 109], [75, 109], [79, 111], [81, 109], [83, 109], [58, 94], [62, 92], [64, 92],
-    [68, 92], [66, 94], [62, 94], [85, 92], [87, 90], [92, 90], [94, 90], [92, 92], [87, 92],
-    [68, 119], [73, 117], [77, 115], [79, 117], [81, 115], [85, 117], [90, 117], [87, 122],
-    [85, 124], [81, 124], [77, 124], [73, 121], [70, 119], [77, 119], [79, 119], [83, 119],
-    [90, 117], [83, 119], [81, 122], [77, 122],
-], dtype=np.float64)
+_TEMPLATE = np.array(FACE_LAYOUT, dtype=np.float64)
 
 MOTIONS = ("still", "drift", "ramp_step", "sine")
 

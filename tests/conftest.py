@@ -44,19 +44,9 @@ def pytest_terminal_summary(terminalreporter):
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
         terminalreporter.write_line(f"{n:4d} test(s) skipped: {reason}", red=True, bold=True)
 
-# The first row of training_frames_keypoints.csv (Luis_Fonsi_21.jpg), in iBUG order: a real
-# face layout, written out here so that the tests do not need the dataset.
-FACE_ROW = [
-    [45, 98], [47, 106], [49, 110], [53, 119], [56, 125], [62, 130], [66, 134], [73, 136],
-    [81, 139], [92, 134], [96, 130], [98, 126], [102, 120], [102, 111], [104, 105],
-    [104, 99], [102, 90], [51, 89], [56, 87], [60, 87], [64, 87], [68, 87], [83, 85],
-    [87, 83], [92, 81], [96, 81], [100, 84], [77, 92], [79, 98], [79, 102], [79, 107],
-    [73, 109], [75, 109], [79, 111], [81, 109], [83, 109], [58, 94], [62, 92], [64, 92],
-    [68, 92], [66, 94], [62, 94], [85, 92], [87, 90], [92, 90], [94, 90], [92, 92], [87, 92],
-    [68, 119], [73, 117], [77, 115], [79, 117], [81, 115], [85, 117], [90, 117], [87, 122],
-    [85, 124], [81, 124], [77, 124], [73, 121], [70, 119], [77, 119], [79, 119], [83, 119],
-    [90, 117], [83, 119], [81, 122], [77, 122],
-]
+# A real face layout (the first row of the course's training CSV), so that the tests do not
+# need the dataset.
+FACE_ROW = landmarks.FACE_LAYOUT
 
 #: Synthetic image size (height, width): not square, so that x/y mix-ups show.
 IMG_H, IMG_W = 200, 180
