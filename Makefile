@@ -58,7 +58,7 @@ test: data $(BENCH_STAMP)
 	$(PYTEST) tests
 	FKP_FAST=1 $(PYTEST) --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))
 
-# The shipped model, trained from nothing (about 2.5 hours on 2 CPU cores; resumable: run
+# The shipped model, trained from nothing (about 2 h 15 min on 2 CPU cores; resumable: run
 # `make model` again after an interruption) and shipped with its card. CI never runs this.
 MODEL_ARGS := --arch heatmap --width 32 --input-size 112 --markups course,300w \
 	--extra-data 300w+afw --mix-300w 0.5 --loss wing --ema 0.999 --epochs 100 --patience 100 \

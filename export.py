@@ -1,6 +1,6 @@
 """Export a keypoint checkpoint to ONNX and run it with onnxruntime.
 
-    python export.py                                  # saved_models/keypoints_resnet18.onnx
+    python export.py                                  # saved_models/keypoints.onnx
     python export.py --model runs/x/best.pt --out x.onnx
 
 ``detect.py --backend onnx`` uses ``<checkpoint>.onnx`` beside the checkpoint (or in the

@@ -29,7 +29,7 @@ from utils import atomic_torch_save, first_line
 
 CHECKPOINT_FORMAT = 1
 #: The shipped model.
-DEFAULT_MODEL = Path(__file__).resolve().parent / "saved_models" / "keypoints_resnet18.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "saved_models" / "keypoints.pt"
 N_OUTPUTS = 2 * N_KEYPOINTS  # (x, y) of each keypoint
 
 
