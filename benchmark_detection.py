@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -180,8 +181,8 @@ def main(argv=None):
     write_table(recall_table(detectors, args.subset), args.out, "detection_recall",
                 "Face detectors: faces found (%) upright and turned")
     write_table(nme_table(args.model, args.subset), args.out, "detection_nme",
-                f"The whole pipeline (BlazeFace, {args.model}): NME % and faces found, upright "
-                f"and turned")
+                f"The whole pipeline (BlazeFace, {os.path.relpath(args.model, ROOT)}): NME % and "
+                f"faces found, upright and turned")
     return 0
 
 

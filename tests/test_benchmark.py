@@ -133,3 +133,23 @@ def test_untrained_spec_with_another_input_size(tmp_path):
     assert row["input px"] == 64 and row["arch"] == "heatmap {'width': 8, 'input_size': 64}"
     row = benchmark.model_row("resnet18:width=8,input=96", tmp=tmp_path, progress=False)
     assert row["input px"] == 96 and row["arch"] == "resnet18 {'width': 8}"
+
+
+def test_failures_caught_by_the_least_confident_faces():
+    bad = np.array([False] * 18 + [True, True])
+    # the two bad faces are the least confident: the first tenth (2 faces) catches both
+    best = benchmark.failures_caught(np.r_[np.linspace(0.5, 1, 18), 0.1, 0.2], bad)
+    assert best["in the least confident tenth"] == 2 and best["share caught by flagging 10 %"] == 1
+    # ... and the most confident: nothing caught until the very end
+    worst = benchmark.failures_caught(np.r_[np.linspace(0.1, 0.5, 18), 0.9, 1.0], bad)
+    assert worst["in the least confident tenth"] == 0
+    assert worst["share caught by flagging 10 %"] == 0
+    assert best["AUC (caught vs flagged)"] > 0.9 > 0.1 > worst["AUC (caught vs flagged)"]
+    # a confidence that says nothing (all equal) ranks by position: the AUC is that of chance
+    # when the bad faces are spread evenly
+    spread = np.zeros(100, bool)
+    spread[5::10] = True
+    assert benchmark.failures_caught(np.ones(100), spread)["AUC (caught vs flagged)"] == \
+        pytest.approx(0.5, abs=0.01)
+    none = benchmark.failures_caught(np.ones(10), np.zeros(10, bool))
+    assert none["AUC (caught vs flagged)"] is None and none["in the least confident tenth"] == 0
