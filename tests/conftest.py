@@ -5,6 +5,7 @@ The project's modules are importable through pytest's ``pythonpath`` (pyproject.
 from __future__ import annotations
 
 import collections
+import io
 import zipfile
 from pathlib import Path
 
@@ -178,7 +179,6 @@ FAKE_SPLITS = {"train": ("training_frames_keypoints.csv", "training", 4),
 def build_fake_zip(path, drop_image=None):
     """A train-test-data.zip laid out like the real one, with ``FAKE_SPLITS`` rows, written
     with deflate. ``drop_image``: a file name left out of the zip (its CSV row stays)."""
-    import io
 
     from PIL import Image
     path = Path(path)

@@ -44,6 +44,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
 
@@ -192,9 +193,7 @@ def _gray16(astro):
 
 
 def _coffee():
-    import skimage.data  # a public-domain photo of a cup of coffee: no face
-
-    return skimage.data.coffee()
+    return skimage.data.coffee()  # a public-domain photo of a cup of coffee: no face
 
 
 def _cut(astro):
@@ -795,7 +794,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path):
 @pytest.mark.parametrize("before", ["shipped-model-exists", "no-shipped-model-yet"])
 def test_shipping_interrupted_leaves_the_shipped_model_as_it_was(tiny_ckpt, tmp_path, monkeypatch,
                                                                  interrupt, before):
-    dest = tmp_path / "saved_models" / "keypoints_resnet18.pt"
+    dest = tmp_path / "saved_models" / "keypoints.pt"
     dest.parent.mkdir()
     if before == "shipped-model-exists":
         make_tiny_checkpoint(dest, seed=1)
