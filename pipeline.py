@@ -198,20 +198,18 @@ class KeypointPipeline:
         faces = [[] for _ in images]
         if not owners:
             return faces
-        crops = np.concatenate([crops_for(d, self.detector, self.crop_scale) for d in found])
-        sources = [images[i] for i in owners]
-        pts, conf = self.keypoints_for_crops(sources, crops)
-        for _ in range(self.refine):
-            pts, conf = self.refit_keypoints(sources, pts)
-        boxes = np.concatenate([d.boxes for d in found])
-        scores = np.concatenate([d.scores for d in found])
-        for k, i in enumerate(owners):
-            faces[i].append(Face(boxes[k], pts[k], _finite(scores[k]), _finite(conf[k]),
-                                 eye_roll(pts[k])))
+        hits = [d for d in found if len(d)]
+        merged = Detections(np.concatenate([d.boxes for d in hits]),
+                            np.concatenate([d.scores for d in hits]),
+                            None if hits[0].points is None else
+                            np.concatenate([d.points for d in hits]))
+        for i, face in zip(owners, self.faces_for([images[i] for i in owners], merged)):
+            faces[i].append(face)
         return faces
 
     def faces_for(self, image, detections, detector=None) -> list[Face]:
-        """``Face`` objects for a detector's faces (``keypoints_for``)."""
+        """``Face`` objects for a detector's faces (``keypoints_for``). ``image``: one image,
+        or a list of one image per detection."""
         pts, conf = self.keypoints_for(image, detections, detector)
         return [Face(b, p, _finite(s), _finite(c), eye_roll(p))
                 for b, p, s, c in zip(detections.boxes, pts, detections.scores, conf)]
