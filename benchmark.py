@@ -52,7 +52,7 @@ from evaluate import evaluate, markup_for, match_detection, split_dataset
 from fetch_data import dataset_ready
 from images import DEFAULT_PHOTO, load_image
 from landmarks import N_KEYPOINTS
-from metrics import FAIL_THRESHOLD, summarize
+from metrics import FAIL_THRESHOLD, nme, summarize
 from models import DEFAULT_MODEL, build_model, checkpoint_meta, count_parameters, save_checkpoint
 from pipeline import KeypointPipeline
 from tracking import jitter
@@ -324,15 +324,13 @@ def confidence_report(pipe, split="300w_test", protocol="pipeline"):
     a missed face included) and, since a good model fails rarely, the worst tenth of the faces
     by NME. One row per rule (see ``failures_caught``)."""
     summary, details = evaluate(pipe, split, protocol, progress=False)
-    err = np.linalg.norm(details["pred"] - details["gt"], axis=-1).mean(axis=1)
-    iod = np.linalg.norm(details["gt"][:, 45] - details["gt"][:, 36], axis=1)
-    nme = np.where(np.isnan(err), np.inf, err / iod)
+    nmes = nme(details["pred"], details["gt"])    # inf for a missed face
     conf = np.where(np.isnan(details["confidence"]), -np.inf, details["confidence"])
-    worst = np.zeros(len(nme), bool)
-    worst[np.argsort(-nme, kind="stable")[:int(np.ceil(0.1 * len(nme)))]] = True
-    rules = {f"failure (NME > {100 * FAIL_THRESHOLD:g} %)": nme > FAIL_THRESHOLD,
+    worst = np.zeros(len(nmes), bool)
+    worst[np.argsort(-nmes, kind="stable")[:int(np.ceil(0.1 * len(nmes)))]] = True
+    rules = {f"failure (NME > {100 * FAIL_THRESHOLD:g} %)": nmes > FAIL_THRESHOLD,
              "worst tenth by NME": worst}
-    return [{"split": split, "protocol": protocol, "faces": len(nme), "bad fit": rule,
+    return [{"split": split, "protocol": protocol, "faces": len(nmes), "bad fit": rule,
              "bad faces": int(bad.sum()), **failures_caught(conf, bad),
              "NME mean % (faces found)": round(100 * summary["nme_mean"], 2)}
             for rule, bad in rules.items()]
@@ -397,6 +395,11 @@ def model_row(path, frames=None, progress=True, tmp=None):
     return row
 
 
+def shown(path):
+    """A path as the tables name it: relative to the repository when it lies inside."""
+    return os.path.relpath(path, ROOT) if Path(path).resolve().is_relative_to(ROOT) else str(path)
+
+
 def write_table(rows, out_dir, name, title):
     """Print ``rows`` as a table and write ``<name>.md`` and ``<name>.json`` to ``out_dir``."""
     table = pd.DataFrame(rows)
@@ -441,9 +444,8 @@ def speed(args):
             print(f"full pipeline, {name}: median {median:.1f} ms, mean {mean:.1f} ms per image "
                   f"({faces} faces in {len(paths)} images)")
     rows = video_benchmark(pipe, args.track_every)
-    model = os.path.relpath(args.model, ROOT)
     write_table(rows, args.out, "video", f"Video: a face tracked through 640 x 480 clips "
-                f"({model}, ONNX, detector every {args.track_every} frames)")
+                f"({shown(args.model)}, ONNX, detector every {args.track_every} frames)")
     use_threads(None)
     return 0
 
@@ -486,7 +488,7 @@ def main(argv=None):
         rows = [row for protocol in ("crop", "pipeline")
                 for row in confidence_report(pipe, protocol=protocol)]
         path = write_table(rows, args.out, "confidence", f"Confidence against failures on "
-                           f"300w_test ({os.path.relpath(args.model, ROOT)})")
+                           f"300w_test ({shown(args.model)})")
         print(f"-> {path}")
         return 0
     if args.dlib:
@@ -503,7 +505,7 @@ def main(argv=None):
             rows += compare_with_dlib(ours, dlib_systems, split, args.frames)
         path = write_table(rows, args.out, "benchmark_dlib",
                            f"This project against dlib "
-                           f"({os.path.relpath(args.model, ROOT)}; PyTorch on "
+                           f"({shown(args.model)}; PyTorch on "
                            f"{TORCH_THREADS} threads; ONNX: torch on 1 thread; "
                            f"{os.cpu_count()} cores)")
         print(f"-> {path}")

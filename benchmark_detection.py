@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import skimage.data
 from tqdm import tqdm
 
-from benchmark import make_pipeline, write_table
+from benchmark import make_pipeline, shown, write_table
 from data_load import COURSE_IMAGES_DIR, CROP_SCALE
 from detectors import HaarFaceDetector, crops_for
 from evaluate import evaluate, holdout_names, match_detection, rotated, split_dataset
@@ -181,7 +180,7 @@ def main(argv=None):
     write_table(recall_table(detectors, args.subset), args.out, "detection_recall",
                 "Face detectors: faces found (%) upright and turned")
     write_table(nme_table(args.model, args.subset), args.out, "detection_nme",
-                f"The whole pipeline (BlazeFace, {os.path.relpath(args.model, ROOT)}): NME % and "
+                f"The whole pipeline (BlazeFace, {shown(args.model)}): NME % and "
                 f"faces found, upright and turned")
     return 0
 
