@@ -12,7 +12,8 @@ the square the model was trained on, turned upright by the roll of the detector'
 normalised exactly as in training (``data_load.warp_face``) -> the model, all faces in one
 batch -> keypoints mapped back to the original image's pixels; then, with ``refine``, once more
 from the upright square around those keypoints (``data_load.upright_square``: the training
-crop rule). A head tilted by any angle, up to upside down, is cut upright.
+crop rule). A head tilted by any angle, up to upside down, is cut upright. A face whose fit the
+model doubts is tried once more with its square turned half a turn (``retry_turned``).
 """
 from __future__ import annotations
 
@@ -112,6 +113,8 @@ class KeypointPipeline:
         if markup not in self.markups:
             raise ValueError(f"{self.model_path} has no {markup!r} head; it has {self.markups}")
         self.markup, self.head = markup, self.markups.index(markup)
+        #: below it a fit is doubtful (``retry_turned``, tracking): None without a measured one
+        self.confidence_floor = ((self.meta.get("confidence") or {}).get(markup) or {}).get("floor")
         bias = self.meta.get("bias") or {}
         bias = bias.get(markup, bias)  # stored per mark-up, or (older checkpoints) once
         self.bias = {k: np.asarray(bias.get(k, (0.0, 0.0)), dtype=np.float64)
@@ -177,7 +180,28 @@ class KeypointPipeline:
         pts, conf = self.keypoints_for_crops(image, crops)
         for _ in range(self.refine):
             pts, conf = self.refit_keypoints(image, pts)
-        return pts, conf
+        return self.retry_turned(image, pts, conf)
+
+    def retry_turned(self, image, keypoints, confidence):
+        """Faces whose fit the model doubts (confidence below the floor that ``ship.py``
+        measured on held-out faces) predicted once more from their square turned by 180
+        degrees, then refit; the more confident of the two fits is kept. A fit that came out
+        upside down (an eye line read the wrong way round) is what this mends. ``image``: one
+        image, or a list of one image per face."""
+        floor = self.confidence_floor
+        doubtful = np.flatnonzero(confidence < floor) if floor else np.zeros(0, int)
+        if len(doubtful) == 0:
+            return keypoints, confidence
+        images = [image[i] for i in doubtful] if isinstance(image, list) else image
+        crops = [upright_square(p, self.crop_scale) + [0, 0, 0, 180] for p in keypoints[doubtful]]
+        turned, turned_conf = self.keypoints_for_crops(images, crops)
+        for _ in range(self.refine):
+            turned, turned_conf = self.refit_keypoints(images, turned)
+        better = turned_conf > confidence[doubtful]
+        keypoints, confidence = keypoints.copy(), confidence.copy()
+        keypoints[doubtful[better]] = turned[better]
+        confidence[doubtful[better]] = turned_conf[better]
+        return keypoints, confidence
 
     def refit_keypoints(self, image, keypoints):
         """Keypoints and confidences predicted again from the upright square around each
@@ -244,8 +268,8 @@ class KeypointPipeline:
         when the model's confidence falls below the floor measured for it (``ship.py``: the
         least confident 5 % of held-out faces; none for a model without confidence), One Euro
         smoothing unless ``smoothing`` is False."""
-        floor = ((self.meta.get("confidence") or {}).get(self.markup) or {}).get("floor")
-        return FaceTracker(self, detect_every=detect_every, min_confidence=floor or 0.0,
+        return FaceTracker(self, detect_every=detect_every,
+                           min_confidence=self.confidence_floor or 0.0,
                            smoothing={**DEFAULT_ONE_EURO, "freq": fps} if smoothing else None)
 
 

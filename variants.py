@@ -4,6 +4,8 @@
                                             # then measure each one's latency: results/variants.md
     python variants.py --only pip,pip_wing  # some of them
     python variants.py --latency-only       # measure again (on an idle machine)
+    python variants.py --latency-only --out runs/variants_round1 --table variants_round1 \
+        --note "..."                        # an earlier round, kept in its own table
 
 Every variant trains on the same faces — the course's training people and four fifths of the
 300-W training photos with AFW — for the same number of epochs, and is measured on the same
@@ -90,6 +92,9 @@ def main(argv=None):
                    help="train nothing: measure the finished variants again")
     p.add_argument("--train-only", action="store_true", help="train, measure nothing")
     p.add_argument("--results", default=str(ROOT / "results"))
+    p.add_argument("--table", default="variants",
+                   help="name of the table in --results (default: variants)")
+    p.add_argument("--note", help="a note added to the table's title (e.g. the code version)")
     args = p.parse_args(argv)
     chosen = [v for v in VARIANTS if not args.only or v[0] in args.only.split(",")]
     bests = {}
@@ -105,9 +110,10 @@ def main(argv=None):
         return 0
     photo = load_image(DEFAULT_PHOTO)
     rows = [row(slug, description, best, photo) for slug, (description, best) in bests.items()]
-    path = write_table(rows, args.results, "variants",
+    path = write_table(rows, args.results, args.table,
                        "Model variants: validation NME (course people, 300-W held-out fifth), "
-                       "size and CPU latency per face (ONNX, one thread)")
+                       "size and CPU latency per face (ONNX, one thread)"
+                       + (f"; {args.note}" if args.note else ""))
     print(f"-> {path}")
     return 0
 

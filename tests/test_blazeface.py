@@ -96,6 +96,22 @@ def test_letterbox_maps_pixels_exactly():
     assert np.all(blob[0, :, :py] == -1.0) and np.all(blob[0, :, py + 32:] == -1.0)
 
 
+def test_shrink_keeps_the_mapping_and_is_close_to_area_averaging():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (600, 1200, 3), dtype=np.uint8), (0, 0), 3)
+    small = bf.shrink(img, 100, 50)                    # 12x smaller: the two-step path
+    assert small.shape == (50, 100, 3)
+    direct = cv2.resize(img, (100, 50), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - direct).mean() < 1.5
+    img = np.zeros_like(img)
+    img[300:340, 880:920] = 255                        # a white square, centre (900, 320),
+    img = cv2.GaussianBlur(img, (0, 0), 8)             # smooth, so that sampling cannot shift it
+    weight = bf.shrink(img, 100, 50)[..., 0].astype(float)
+    ys, xs = np.mgrid[:50, :100] + 0.5
+    centre = [(xs * weight).sum() / weight.sum(), (ys * weight).sum() / weight.sum()]
+    np.testing.assert_allclose(centre, [900 / 12, 320 / 12], atol=0.1)
+
+
 def test_unturn_inverts_cv2_rotate():
     canvas = np.zeros((8, 8), np.uint8)
     canvas[1, 6] = 1                     # pixel centre (6.5, 1.5) / 8
@@ -114,6 +130,68 @@ def test_face_roll_follows_cv2_rotate():
     assert bf.face_roll(turned) == pytest.approx(-90)
     np.testing.assert_allclose(bf.unturn(turned, 1), pts)
     assert abs(bf.face_roll(1 - pts)) == pytest.approx(180)
+
+
+def test_turned_roll_is_the_roll_shown_in_the_turned_canvas():
+    pts = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.5], [0.5, 0.6], [0.3, 0.45], [0.7, 0.45]])
+    for turns in range(4):
+        # a face upright in the canvas turned by ``turns``: its points in the upright frame
+        upright_frame = bf.unturn(pts, turns)
+        assert bf.turned_roll(upright_frame, turns) == pytest.approx(0, abs=1e-9)
+        assert abs(bf.turned_roll(upright_frame, turns + 1)) == pytest.approx(90)
+        assert abs(bf.turned_roll(upright_frame, turns + 2)) == pytest.approx(180)
+
+
+def fake_models(detector, results):
+    """Make ``detector.detect`` and ``candidates`` answer ``results[(model, turns)]`` =
+    (score, roll as shown in that canvas) with one large centred face (when the score reaches
+    the threshold), whatever the canvas."""
+    def detect(key, canvas, turns=0, threshold=None):
+        score, roll = results.get((key, turns), (None, 0))
+        threshold = detector.score_threshold if threshold is None else threshold
+        return one_face(score if score is not None and score >= threshold else None, roll, turns)
+
+    def candidates(key, canvas, turns=0, threshold=None):
+        return detect(key, canvas, turns, threshold)
+    detector.detect, detector.candidates = detect, candidates
+
+
+def one_face(score, roll_in_canvas, turns):
+    if score is None:
+        return np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0)
+    a = np.radians(roll_in_canvas)   # face_roll: the eyes-to-mouth direction, 0 = down
+    down, across = np.array([np.sin(a), np.cos(a)]), np.array([np.cos(a), -np.sin(a)])
+    centre = np.array([0.5, 0.5])
+    pts = [centre - 0.1 * down - 0.1 * across, centre - 0.1 * down + 0.1 * across,
+           centre, centre + 0.1 * down, centre - 0.2 * across, centre + 0.2 * across]
+    pts = bf.unturn(np.array(pts), turns)
+    return np.array([[0.2, 0.2, 0.8, 0.8]]), pts[None], np.array([score])
+
+
+def test_auto_keeps_a_turned_result_only_where_it_shows_the_face_upright(weights):
+    detector = bf.BlazeFaceDetector()
+    small, canvas = np.zeros((128, 128, 3), np.uint8), np.zeros((192, 192, 3), np.uint8)
+    # an unsure upright face; a quarter-turned canvas scores higher, the face lying sideways
+    # there (roll 100 as shown): the upright face is kept
+    fake_models(detector, {("short", 0): (0.7, 20), ("short", 3): (0.85, 100)})
+    _, points, scores = detector.auto(small, canvas)
+    assert scores[0] == 0.7 and bf.face_roll(points[0]) == pytest.approx(20)
+    # the same score with the face upright in that canvas: the turned result wins
+    fake_models(detector, {("short", 0): (0.7, 20), ("short", 3): (0.85, 10)})
+    _, points, scores = detector.auto(small, canvas)
+    assert scores[0] == 0.85 and bf.turned_roll(points[0], 3) == pytest.approx(10)
+
+
+def test_auto_searches_turned_images_for_nothing_only_on_a_hint(weights):
+    small, canvas = np.zeros((128, 128, 3), np.uint8), np.zeros((192, 192, 3), np.uint8)
+    upside_down = {("short", 2): (0.9, 0)}          # only the half-turned canvas shows a face
+    for hint, faces in ((0.1, 0), (0.0, 1)):
+        detector = bf.BlazeFaceDetector(turned_hint=hint)
+        fake_models(detector, upside_down)          # no candidate at all upright
+        assert len(detector.auto(small, canvas)[2]) == faces
+    detector = bf.BlazeFaceDetector(turned_hint=0.1)
+    fake_models(detector, {**upside_down, ("full", 0): (0.2, 0)})   # a weak hint upright:
+    assert detector.auto(small, canvas)[2].tolist() == [0.9]       # searched, found
 
 
 def test_weighted_nms_merges_overlaps_and_keeps_distant_boxes():
