@@ -138,8 +138,8 @@ def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou:
 def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``image`` area-averaged down to ``width`` x ``height``. One more than twice as large is
     first brought to twice that size by bilinear interpolation: INTER_AREA straight from a
-    1280-px photo costs about ten times more (some 2.5 ms of the detector's 10) for a result
-    within about one grey level on average."""
+    1280-px photo costs several times more, for a result within about one grey level on
+    average (``tests/test_blazeface.py`` checks the grey levels and the mapping)."""
     if image.shape[1] > 2 * width and image.shape[0] > 2 * height:
         image = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(image, (width, height), interpolation=RESIZE)
