@@ -99,8 +99,14 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, s
     half = raw[:, 1] / 2
     boxes = np.concatenate([centre - half, centre + half], axis=1)
     points = raw[:, 2:] + anchors[:, None, :]
-    logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
-    return boxes, points, 1.0 / (1.0 + np.exp(-logits))
+    return boxes, points, scores_of(raw_scores)
+
+
+def scores_of(raw_scores: np.ndarray) -> np.ndarray:
+    """The model's raw score outputs -> scores in [0, 1]: ``sigmoid(clip(raw, -100, 100))``."""
+    logits = np.clip(np.asarray(raw_scores, dtype=np.float64).reshape(-1),
+                     -SCORE_CLIP, SCORE_CLIP)
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou: float = 0.3):
@@ -237,12 +243,12 @@ class BlazeFaceDetector:
         net.setInput(to_blob(canvas))
         outs = net.forward(self.outputs[key])
         raw_boxes, raw_scores = sorted(outs, key=lambda o: o.shape[-1], reverse=True)
-        raw_scores = raw_scores.reshape(-1).astype(np.float64)
+        raw_scores = raw_scores.reshape(-1)
         threshold = self.score_threshold if threshold is None else threshold
-        hit = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -SCORE_CLIP, SCORE_CLIP))) >= threshold
+        hit = scores_of(raw_scores) >= threshold         # decode only what scores: faster
         boxes, points, scores = decode(raw_boxes.reshape(len(raw_scores), -1)[hit],
                                        raw_scores[hit], self.anchors[key][hit],
-                                       MODELS[key]["size"])   # only what scores: faster
+                                       MODELS[key]["size"])
         keep = np.all(boxes[:, 2:] > boxes[:, :2], axis=1)
         corners = unturn(boxes[keep].reshape(-1, 2, 2), turns)
         boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
@@ -272,7 +278,8 @@ class BlazeFaceDetector:
         size = MODELS["full" if "full" in self.nets else "short"]["size"]
         canvas, (px, py, sx, sy) = letterbox(np.ascontiguousarray(image), size)
         if self.model == "auto":
-            small = cv2.resize(canvas, (MODELS["short"]["size"],) * 2, interpolation=cv2.INTER_AREA)
+            side = MODELS["short"]["size"]
+            small = shrink(canvas, side, side)
             boxes, points, scores = self.auto(small, canvas)
         else:
             boxes, points, scores = self.detect(self.model, canvas)

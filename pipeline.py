@@ -177,10 +177,15 @@ class KeypointPipeline:
         pipeline's), then ``refine`` more from the upright square around the keypoints
         found."""
         crops = crops_for(detections, detector or self.detector, self.crop_scale)
+        return self.retry_turned(image, *self.fit(image, crops))
+
+    def fit(self, image, crops):
+        """Keypoints and confidences from squares (N, 4), then ``refine`` refits from the upright
+        square around the keypoints found."""
         pts, conf = self.keypoints_for_crops(image, crops)
         for _ in range(self.refine):
             pts, conf = self.refit_keypoints(image, pts)
-        return self.retry_turned(image, pts, conf)
+        return pts, conf
 
     def retry_turned(self, image, keypoints, confidence):
         """Faces whose fit the model doubts (confidence below the floor that ``ship.py``
@@ -194,9 +199,7 @@ class KeypointPipeline:
             return keypoints, confidence
         images = [image[i] for i in doubtful] if isinstance(image, list) else image
         crops = [upright_square(p, self.crop_scale) + [0, 0, 0, 180] for p in keypoints[doubtful]]
-        turned, turned_conf = self.keypoints_for_crops(images, crops)
-        for _ in range(self.refine):
-            turned, turned_conf = self.refit_keypoints(images, turned)
+        turned, turned_conf = self.fit(images, crops)
         better = turned_conf > confidence[doubtful]
         keypoints, confidence = keypoints.copy(), confidence.copy()
         keypoints[doubtful[better]] = turned[better]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import data_load
 import fetch_data
@@ -139,7 +140,6 @@ def write_keypoints_csv(path, names, points_list):
 
 
 def make_image_file(path, seed=0, size=(40, 32)):
-    from PIL import Image
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(arr).save(path, format="JPEG" if str(path).endswith(".jpg") else None)
@@ -179,8 +179,6 @@ FAKE_SPLITS = {"train": ("training_frames_keypoints.csv", "training", 4),
 def build_fake_zip(path, drop_image=None):
     """A train-test-data.zip laid out like the real one, with ``FAKE_SPLITS`` rows, written
     with deflate. ``drop_image``: a file name left out of the zip (its CSV row stays)."""
-
-    from PIL import Image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
