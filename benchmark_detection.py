@@ -11,7 +11,8 @@
   found when a detection gives a crop near the labelled face's (``evaluate.match_detection``);
 * NME through the whole pipeline at each angle (``evaluate.evaluate``, protocol "pipeline");
 * false boxes on face-free pictures bundled with scikit-image (at 1x and 2x);
-* milliseconds per photo of the detector alone, photos up to 1280 px.
+* milliseconds per photo of the detector alone, photos up to 1280 px (BlazeFace on each
+  runtime installed: LiteRT and OpenCV's dnn).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -27,6 +29,7 @@ import skimage.data
 from tqdm import tqdm
 
 from benchmark import make_pipeline, shown, write_table
+from blazeface import RUNTIMES, BlazeFaceDetector, default_runtime
 from data_load import COURSE_IMAGES_DIR, CROP_SCALE
 from detectors import HaarFaceDetector, crops_for
 from evaluate import evaluate, holdout_names, match_detection, rotated, split_dataset
@@ -127,21 +130,29 @@ def speed_photos():
     return photos
 
 
-def speed_table(detectors, repeat=20, threads=(1, cv2.getNumberOfCPUs())):
-    """ms per photo (median of ``repeat``) and faces found, for each detector with each
-    number of OpenCV threads (the last: OpenCV's default, as ``detect.py`` runs)."""
+def speed_table(makers, repeat=20, threads=(1, cv2.getNumberOfCPUs())):
+    """ms per photo (median of ``repeat``) and faces found, for each detector (made by
+    ``makers[name]()``) with each number of threads (the last: OpenCV's default, as
+    ``detect.py`` runs; BlazeFace's LiteRT runtime takes OpenCV's number)."""
     rows = []
     photos = speed_photos()
-    for name, det in detectors.items():
+    for name, make in makers.items():
         for n in dict.fromkeys(threads):
             cv2.setNumThreads(n)
-            rows.append(_speed_row(name, det, n, photos, repeat))
+            rows.append(_speed_row(name, make(), n, photos, repeat))
     cv2.setNumThreads(threads[0])
     return rows
 
 
+def speed_makers():
+    """The detectors of the speed table: BlazeFace on each runtime installed, and Haar."""
+    makers = {f"blazeface ({runtime})": partial(BlazeFaceDetector, runtime=runtime)
+              for runtime in RUNTIMES if runtime == "opencv" or default_runtime() == runtime}
+    return {**makers, "haar": HaarFaceDetector}
+
+
 def _speed_row(name, det, threads, photos, repeat):
-    row = {"detector": name, "OpenCV threads": threads}
+    row = {"detector": name, "threads": threads}
     for photo_name, image in photos.items():
         det(image)
         times = []
@@ -186,9 +197,9 @@ def main(argv=None):
         return 0
     detectors = {name: make() for name, make in DETECTORS.items()}
     if args.part in ("all", "speed"):
-        write_table(speed_table(detectors), args.out, "detection_speed",
-                    "Face detectors: ms per photo (median of 20) with one OpenCV thread and "
-                    "with OpenCV's default (as detect.py runs), and faces found")
+        write_table(speed_table(speed_makers()), args.out, "detection_speed",
+                    "Face detectors: ms per photo (median of 20) with one thread and with "
+                    "OpenCV's default number (as detect.py runs), and faces found")
     if args.part == "speed":
         return 0
     write_table(false_boxes(detectors), args.out, "detection_false",

