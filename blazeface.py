@@ -32,7 +32,6 @@ training crops (upright and turned by up to 180 degrees), 300-W crops pasted sma
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -41,6 +40,11 @@ import numpy as np
 from detectors import Detections, box_overlaps, load_calibration
 from fetch_data import BLAZEFACE_DIR, FETCH_HINT, MODEL_SHA256, DetectorWeightsError
 from utils import file_sha256, quiet_native_stderr
+
+try:  # optional: LiteRT has no Windows wheel, and OpenCV's dnn runs the same models there
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:
+    Interpreter = None
 
 #: Graph options per model (mediapipe/modules/face_detection/face_detection_*_range.pbtxt):
 #: input size (also the x/y/w/h scale), SSD layer strides, interpolated_scale_aspect_ratio.
@@ -64,7 +68,7 @@ RUNTIMES = ("litert", "opencv")
 
 def default_runtime() -> str:
     """"litert" where ai-edge-litert is installed (Linux and macOS wheels), else "opencv"."""
-    return "litert" if importlib.util.find_spec("ai_edge_litert") is not None else "opencv"
+    return "litert" if Interpreter is not None else "opencv"
 
 
 def _model_path(folder: Path, name: str) -> Path:
@@ -100,7 +104,6 @@ class LiteRTModel:
     """One model run by LiteRT (``ai_edge_litert``) with its XNNPACK CPU kernels."""
 
     def __init__(self, path: Path, threads=None):
-        from ai_edge_litert.interpreter import Interpreter  # optional: not on every platform
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         with quiet_native_stderr():  # its one "INFO: Created ... XNNPACK delegate" line
             self.interpreter.allocate_tensors()
@@ -280,7 +283,7 @@ class BlazeFaceDetector:
         self.runtime = default_runtime() if runtime is None else runtime
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
-        if self.runtime == "litert" and importlib.util.find_spec("ai_edge_litert") is None:
+        if self.runtime == "litert" and Interpreter is None:
             raise ValueError("runtime 'litert' needs ai-edge-litert: pip install ai-edge-litert "
                              "(Linux and macOS), or use runtime='opencv'")
         self.threads = cv2.getNumThreads() if threads is None else threads
