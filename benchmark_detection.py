@@ -29,7 +29,7 @@ import skimage.data
 from tqdm import tqdm
 
 from benchmark import make_pipeline, shown, write_table
-from blazeface import RUNTIMES, BlazeFaceDetector, default_runtime
+from blazeface import BlazeFaceDetector, installed_runtimes
 from data_load import COURSE_IMAGES_DIR, CROP_SCALE
 from detectors import HaarFaceDetector, crops_for
 from evaluate import evaluate, holdout_names, match_detection, rotated, split_dataset
@@ -147,7 +147,7 @@ def speed_table(makers, repeat=20, threads=(1, cv2.getNumberOfCPUs())):
 def speed_makers():
     """The detectors of the speed table: BlazeFace on each runtime installed, and Haar."""
     makers = {f"blazeface ({runtime})": partial(BlazeFaceDetector, runtime=runtime)
-              for runtime in RUNTIMES if runtime == "opencv" or default_runtime() == runtime}
+              for runtime in installed_runtimes()}
     return {**makers, "haar": HaarFaceDetector}
 
 

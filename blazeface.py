@@ -66,9 +66,15 @@ POINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre",
 RUNTIMES = ("litert", "opencv")
 
 
+def installed_runtimes() -> tuple:
+    """The runtimes installed here, the fastest first: OpenCV's always, LiteRT where
+    ai-edge-litert is installed (it has Linux and macOS wheels)."""
+    return RUNTIMES if Interpreter is not None else ("opencv",)
+
+
 def default_runtime() -> str:
-    """"litert" where ai-edge-litert is installed (Linux and macOS wheels), else "opencv"."""
-    return "litert" if Interpreter is not None else "opencv"
+    """"litert" where ai-edge-litert is installed, else "opencv"."""
+    return installed_runtimes()[0]
 
 
 def _model_path(folder: Path, name: str) -> Path:
@@ -283,7 +289,7 @@ class BlazeFaceDetector:
         self.runtime = default_runtime() if runtime is None else runtime
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
-        if self.runtime == "litert" and Interpreter is None:
+        if self.runtime not in installed_runtimes():
             raise ValueError("runtime 'litert' needs ai-edge-litert: pip install ai-edge-litert "
                              "(Linux and macOS), or use runtime='opencv'")
         self.threads = cv2.getNumThreads() if threads is None else threads
