@@ -14,9 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-import data_load
-import fetch_data
-import landmarks
+from facial_keypoints import landmarks
+from facial_keypoints.data import course, fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,8 +204,8 @@ def build_fake_zip(path, drop_image=None):
 def fake_mirror(tmp_path, monkeypatch):
     """``$FKP_DATA_MIRROR`` set to a folder with a small fake zip; ``SPLITS`` made to fit it."""
     mirror = tmp_path / "mirror"
-    build_fake_zip(mirror / fetch_data.DATA_ZIP)
-    monkeypatch.setattr(data_load, "SPLITS", FAKE_SPLITS)
-    monkeypatch.setattr(fetch_data, "SPLITS", FAKE_SPLITS)
-    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(mirror))
+    build_fake_zip(mirror / fetch.DATA_ZIP)
+    monkeypatch.setattr(course, "SPLITS", FAKE_SPLITS)
+    monkeypatch.setattr(fetch, "SPLITS", FAKE_SPLITS)
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(mirror))
     return mirror

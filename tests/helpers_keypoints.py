@@ -8,26 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-import data_load
-import fetch_data
-import landmarks
-import models
+from facial_keypoints import landmarks, paths
+from facial_keypoints.data import course, fetch
+from facial_keypoints.keypoints import checkpoints, nets
+from facial_keypoints.paths import DEFAULT_PHOTO
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ASTRONAUT = ROOT / "images" / "astronaut.jpg"
-#: The Haar box of the face in images/astronaut.jpg, measured once (x, y, w, h).
+ASTRONAUT = DEFAULT_PHOTO
+#: The Haar box of the face in the bundled photo, measured once (x, y, w, h).
 ASTRONAUT_BOX = np.array([176.0, 65.0, 97.0, 97.0])
 #: BlazeFace's box of the same face, measured once: the default detector's.
 ASTRONAUT_BLAZEFACE_BOX = np.array([177.4, 80.1, 94.8, 94.8])
 
 #: Set-up's data (``make data``): tests that need it are skipped without it, and conftest.py
 #: says so loudly at the end of the run.
-DATA_READY = (data_load.DATA_DIR / data_load.SPLITS["train"][0]).is_file() and \
-    (data_load.DATA_DIR / data_load.SPLITS["test"][0]).is_file()
+DATA_READY = (paths.DATA_DIR / course.SPLITS["train"][0]).is_file() and \
+    (paths.DATA_DIR / course.SPLITS["test"][0]).is_file()
 NO_DATA = "the dataset is not in data/: run `make data` (or `python fetch_data.py`)"
 needs_data = pytest.mark.skipif(not DATA_READY, reason=NO_DATA)
-W300_READY = (data_load.DATA_DIR / fetch_data.W300_NAME / "keypoints.csv").is_file()
+W300_READY = (paths.DATA_DIR / fetch.W300_NAME / "keypoints.csv").is_file()
 needs_300w = pytest.mark.skipif(not W300_READY, reason="no data/300w_train: set $FKP_DATA_MIRROR "
                                                         "to a mirror that has it, then `make data`")
 
@@ -37,11 +37,12 @@ TINY_INPUT = 64
 def make_tiny_checkpoint(path, input_size=TINY_INPUT, seed=0, crop_scale=1.3):
     """A randomly initialised ResNet18Keypoints(width=8) saved as a real checkpoint."""
     torch.manual_seed(seed)
-    model = models.ResNet18Keypoints(width=8)
-    meta = models.checkpoint_meta(arch="resnet18", arch_args={"width": 8}, input_size=input_size,
+    model = nets.ResNet18Keypoints(width=8)
+    meta = checkpoints.checkpoint_meta(arch="resnet18", arch_args={"width": 8},
+                                       input_size=input_size,
                                   crop_scale=crop_scale, kp_mean=input_size / 2,
                                   kp_std=input_size / 4, command="tests: tiny random model")
-    models.save_checkpoint(path, model, meta)
+    checkpoints.save_checkpoint(path, model, meta)
     return Path(path)
 
 

@@ -48,24 +48,22 @@ import skimage.data
 import torch
 from PIL import Image
 
-import data_load as dl
-import detectors
-import fetch_data
-import images
-import landmarks
 import models
-import pipeline
-import ship
-import train
-import utils
 from conftest import FAKE_SPLITS, face_layout, write_keypoints_csv
-from data_load import DataError
+from facial_keypoints import images, landmarks
+from facial_keypoints.cli import fetch_data as fetch_data_cmd
+from facial_keypoints.cli import train as train_cmd
+from facial_keypoints.data import course, fetch
+from facial_keypoints.data.course import DataError
+from facial_keypoints.detection import haar
+from facial_keypoints.images import ImageReadError
+from facial_keypoints.keypoints import checkpoints, nets, pipeline
+from facial_keypoints.keypoints.runtime import ModelLoadError
+from facial_keypoints.training import ship, transforms
 from helpers_keypoints import ASTRONAUT, ASTRONAUT_BOX, ROOT, iou, make_tiny_checkpoint
-from images import ImageReadError
-from models import ModelLoadError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-ENV.pop(fetch_data.MIRROR_ENV, None)
+ENV.pop(fetch.MIRROR_ENV, None)
 
 
 def run_py(*args, timeout=300):
@@ -94,7 +92,7 @@ def astronaut():
 BIG_SIDE, BIG_SCALE, BIG_AT = 10_000, 8, (3000, 2000)   # the astronaut x8 pasted at (x, y)
 
 
-class SpyHaar(detectors.HaarFaceDetector):
+class SpyHaar(haar.HaarFaceDetector):
     """The default Haar detector, recording the size of every image the cascades scan."""
 
     def __init__(self):
@@ -421,7 +419,7 @@ def test_command_gives_one_entry_per_image(cli_runs, image_inputs):
 # Models
 # ============================================================================================
 def _meta(arch, arch_args, input_size):
-    return models.checkpoint_meta(arch, arch_args, input_size, 1.3, input_size / 2,
+    return checkpoints.checkpoint_meta(arch, arch_args, input_size, 1.3, input_size / 2,
                                   input_size / 4, command="tests")
 
 
@@ -432,21 +430,22 @@ def _write_model_case(kind, path, tiny_ckpt):
         data = Path(tiny_ckpt).read_bytes()
         path.write_bytes(data[: len(data) // 3])
     elif kind == "other-architecture":   # the course Net's weights, described as a ResNet
-        models.save_checkpoint(path, models.Net(input_size=64), _meta("resnet18", {"width": 8}, 64))
+        checkpoints.save_checkpoint(path, models.Net(input_size=64),
+                                    _meta("resnet18", {"width": 8}, 64))
     elif kind == "other-input-size":     # a Net trained on 96-px crops, described as 64 px
-        models.save_checkpoint(path, models.Net(input_size=96),
+        checkpoints.save_checkpoint(path, models.Net(input_size=96),
                                _meta("net", {"input_size": 64}, 64))
     elif kind == "old-format-bare-state-dict":
-        torch.save(models.ResNet18Keypoints(width=8).state_dict(), path)
+        torch.save(nets.ResNet18Keypoints(width=8).state_dict(), path)
     elif kind == "old-format-no-description":   # weights and architecture, nothing else
         torch.save({"arch": "resnet18", "arch_args": {"width": 8},
-                    "state_dict": models.ResNet18Keypoints(width=8).state_dict()}, path)
+                    "state_dict": nets.ResNet18Keypoints(width=8).state_dict()}, path)
     else:
         raise AssertionError(kind)
 
 
 MODEL_CASES = {
-    "missing": r"no such weights file\. Train one with `python train\.py`",
+    "missing": r"no such weights file\. Pass --model with the path of a checkpoint",
     "corrupt": r"not a readable PyTorch checkpoint .*damaged or incomplete",
     "other-architecture": r"do not fit a ResNet18Keypoints .*another architecture",
     "other-input-size": r"do not fit a Net .*input size",
@@ -485,7 +484,7 @@ ROW, LINE = 1, 3       # the row a case damages: the second, on line 3 of the CS
 @pytest.fixture
 def fake_data(fake_mirror, tmp_path):
     """A complete (fake, small) dataset in a data folder of its own."""
-    return fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
+    return fetch.fetch_dataset(tmp_path / "data", quiet=True)
 
 
 def _rewrite_row(data_dir, change):
@@ -561,24 +560,24 @@ DATA_CASES = [
 def test_data_case(case, fake_data):
     name = case.damage(fake_data)
     csv_path = str(fake_data / CSV)
-    problems = fetch_data.check_dataset(fake_data)
+    problems = fetch.check_dataset(fake_data)
     if case.problem is None:
         assert problems == []
     else:
         assert any(re.search(case.problem, p) for p in problems), problems
     if case.constructor:
         with pytest.raises(DataError, match=case.constructor) as err:
-            dl.dataset("train", data_dir=fake_data)
+            course.dataset("train", data_dir=fake_data)
         assert csv_path in str(err.value)
         return
-    ds = dl.dataset("train", data_dir=fake_data)
+    ds = course.dataset("train", data_dir=fake_data)
     assert len(ds) == FAKE_SPLITS["train"][2]
     if case.item is None:
         sample = ds[ROW]
         assert sample["image"].shape == (H, W, 3)
         np.testing.assert_allclose(sample["keypoints"][0], [-0.3 * W, 1.2 * H], atol=1e-4)
         # and the transforms cope with it: a face crop reaching past the border
-        out = dl.face_transform(32)(sample)
+        out = transforms.face_transform(32)(sample)
         assert torch.isfinite(out["keypoints"]).all()
     else:
         kind, pattern = case.item
@@ -594,32 +593,32 @@ def test_a_little_outside_is_legitimate_on_the_real_data_too():
     """The margin keeps every real row: the course data has keypoints up to ~10 % of the
     image size outside it (faces cut by the border), far below the half-image margin."""
     pts = face_layout(center=(0, 0), width=60)          # a face centred on the top-left corner
-    assert not dl._far_outside(pts, 100, 100).any()
-    assert dl._far_outside(pts - 100, 100, 100).any()
+    assert not course._far_outside(pts, 100, 100).any()
+    assert course._far_outside(pts - 100, 100, 100).any()
 
 
 def test_half_extracted_data_folder_is_repaired(fake_mirror, tmp_path):
     """An interrupted set-up of an older version left the CSVs but not all images, and no
     .complete marker: not ready, check_dataset says what is missing, fetch_dataset repairs it."""
-    data = fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
-    (data / fetch_data.COMPLETE_MARKER).unlink()
+    data = fetch.fetch_dataset(tmp_path / "data", quiet=True)
+    (data / fetch.COMPLETE_MARKER).unlink()
     for folder in ("training", "test"):
         for image in sorted((data / folder).iterdir())[1:]:
             image.unlink()
-    assert not fetch_data.dataset_ready(data)
-    problems = fetch_data.check_dataset(data)
+    assert not fetch.dataset_ready(data)
+    problems = fetch.check_dataset(data)
     assert len(problems) == 2 and all("missing" in p for p in problems), problems
-    assert fetch_data.fetch_dataset(data, quiet=True) == data
-    assert fetch_data.dataset_ready(data) and fetch_data.check_dataset(data) == []
-    assert len(dl.dataset("train", data_dir=data)) == FAKE_SPLITS["train"][2]
+    assert fetch.fetch_dataset(data, quiet=True) == data
+    assert fetch.dataset_ready(data) and fetch.check_dataset(data) == []
+    assert len(course.dataset("train", data_dir=data)) == FAKE_SPLITS["train"][2]
 
 
 def _html_zip(folder):
-    (folder / fetch_data.DATA_ZIP).write_text("<html><body>Please log in</body></html>")
+    (folder / fetch.DATA_ZIP).write_text("<html><body>Please log in</body></html>")
 
 
 def _other_zip(folder):
-    with zipfile.ZipFile(folder / fetch_data.DATA_ZIP, "w") as z:
+    with zipfile.ZipFile(folder / fetch.DATA_ZIP, "w") as z:
         z.writestr("obamas.jpg", _encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
 
 
@@ -651,12 +650,13 @@ def test_mirror_case(kind, tmp_path, monkeypatch, capsys):
     data.mkdir()
     (data / "notes.txt").write_text("the user's own file")
     target = make(mirror, data)
-    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(target))
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(target))
     with pytest.raises(DataError, match=pattern):
-        fetch_data.fetch_dataset(data, quiet=True)
-    assert listing(data) == ["notes.txt"] and not fetch_data.dataset_ready(data)
+        fetch.fetch_dataset(data, quiet=True)
+    assert listing(data) == ["notes.txt"] and not fetch.dataset_ready(data)
     # the command: exit status 1 and one "error:" line
-    assert fetch_data.main(["--data-dir", str(data), "--images-dir", str(tmp_path / "img")]) == 1
+    assert fetch_data_cmd.main(["--data-dir", str(data),
+                                "--images-dir", str(tmp_path / "img")]) == 1
     err = capsys.readouterr().err      # (with the progress bars of an extraction)
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert re.search(pattern, line) and "Traceback" not in err, err
@@ -682,9 +682,9 @@ def make_training_data(root, people=30, frames=3, size=64, bad_row=None):
             points.append(pts + rng.normal(0, 0.5, pts.shape))
     if bad_row is not None:
         points[bad_row] = points[bad_row] + [0, 5 * size]          # far below the image
-    write_keypoints_csv(root / dl.SPLITS["train"][0], names, points)
-    write_keypoints_csv(root / dl.SPLITS["test"][0], names[:3], points[:3])
-    (root / fetch_data.COMPLETE_MARKER).write_text("made by the tests\n")
+    write_keypoints_csv(root / course.SPLITS["train"][0], names, points)
+    write_keypoints_csv(root / course.SPLITS["test"][0], names[:3], points[:3])
+    (root / fetch.COMPLETE_MARKER).write_text("made by the tests\n")
     return root
 
 
@@ -699,7 +699,7 @@ def training_data(tmp_path_factory):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_train_command_names_a_corrupt_row(tmp_path, workers, capsys):
     data = make_training_data(tmp_path / "data", people=10, frames=2, bad_row=4)
-    code = train.main([*TRAIN_ARGS, "--epochs", "1", "--workers", str(workers), "--data-dir",
+    code = train_cmd.main([*TRAIN_ARGS, "--epochs", "1", "--workers", str(workers), "--data-dir",
                        str(data), "--out", str(tmp_path / "run")])
     assert code == 1
     err = capsys.readouterr().err
@@ -713,18 +713,18 @@ def test_resume_from_an_unusable_last_checkpoint(training_data, tmp_path, damage
     out = tmp_path / "run"
     out.mkdir()
     if damage == "truncated":
-        utils.atomic_torch_save({"model": {}, "epoch": 1}, out / "last.pt")
+        checkpoints.atomic_torch_save({"model": {}, "epoch": 1}, out / "last.pt")
         data = (out / "last.pt").read_bytes()
         (out / "last.pt").write_bytes(data[: len(data) // 2])
         pattern = r"last\.pt: not a readable training checkpoint .*Delete it to start afresh"
     else:
-        net = models.ResNet18Keypoints(width=16)
+        net = nets.ResNet18Keypoints(width=16)
         opt = torch.optim.Adam(net.parameters())
-        utils.atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+        checkpoints.atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
                                   "epoch": 1, "history": [], "best_nme": 1.0}, out / "last.pt")
         pattern = r"last\.pt: these weights do not fit a ResNet18Keypoints"
     before = (out / "last.pt").read_bytes()
-    code = train.main([*TRAIN_ARGS, "--epochs", "2", "--workers", "0", "--subset", "8",
+    code = train_cmd.main([*TRAIN_ARGS, "--epochs", "2", "--workers", "0", "--subset", "8",
                        "--val-subset", "4", "--data-dir", str(training_data), "--out", str(out),
                        "--resume"])
     assert code == 1
@@ -773,7 +773,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path):
     assert proc.returncode == -9
     last = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 1, "the kill was meant to land in epoch 2"
-    models.load_model(out / "best.pt")                   # loads: not half written
+    checkpoints.load_model(out / "best.pt")                   # loads: not half written
     assert [r["epoch"] for r in csv.DictReader(open(out / "log.csv"))] == ["1"]
     assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".part"))]
 
@@ -784,7 +784,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path):
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert torch.load(out / "last.pt", map_location="cpu", weights_only=False)["epoch"] == 3
-    _, meta = models.load_model(out / "best.pt")
+    _, meta = checkpoints.load_model(out / "best.pt")
     assert meta["metrics"]["epoch"] in (1, 2, 3)
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt",
                                                      "log.csv"]
@@ -817,7 +817,7 @@ def test_shipping_interrupted_leaves_the_shipped_model_as_it_was(tiny_ckpt, tmp_
     assert listing(dest.parent) == expected               # no temporary file, no card
     if old is not None:
         assert dest.read_bytes() == old
-        models.load_model(dest)
+        checkpoints.load_model(dest)
 
 
 class _CutResponse:
@@ -846,10 +846,10 @@ class _CutResponse:
                          ids=["connection-reset", "incomplete-read", "ctrl-c"])
 @pytest.mark.parametrize("before", ["no-data-folder", "data-folder-with-a-file"])
 def test_setup_killed_mid_download_leaves_data_as_it_was(tmp_path, monkeypatch, error, before):
-    monkeypatch.delenv(fetch_data.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(fetch_data.IMAGES_MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch.IMAGES_MIRROR_ENV, raising=False)
     data = tmp_path / "data"
-    monkeypatch.setattr(fetch_data, "DATA_DIR", data)
+    monkeypatch.setattr(fetch, "DATA_DIR", data)
     if before == "data-folder-with-a-file":
         data.mkdir()
         (data / "notes.txt").write_text("mine")
@@ -860,12 +860,12 @@ def test_setup_killed_mid_download_leaves_data_as_it_was(tmp_path, monkeypatch, 
         calls.append(url)
         return _CutResponse(error)
 
-    monkeypatch.setattr(fetch_data.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", urlopen)
     if isinstance(error, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
-            fetch_data.fetch_dataset(quiet=True)
+            fetch.fetch_dataset(quiet=True)
     else:
-        with pytest.raises(DataError, match=rf"could not download .*set \${fetch_data.MIRROR_ENV}"):
-            fetch_data.fetch_dataset(quiet=True)
-    assert calls == [fetch_data.DATA_URL]
-    assert listing(data) == expected and not fetch_data.dataset_ready(data)
+        with pytest.raises(DataError, match=rf"could not download .*set \${fetch.MIRROR_ENV}"):
+            fetch.fetch_dataset(quiet=True)
+    assert calls == [fetch.DATA_URL]
+    assert listing(data) == expected and not fetch.dataset_ready(data)

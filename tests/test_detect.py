@@ -18,13 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import blazeface
-import data_load
-import detect
-import detectors
-import evaluate
-import images
-import pipeline
+from facial_keypoints import batch, images, paths
+from facial_keypoints.cli import detect as detect_cmd
+from facial_keypoints.data import course
+from facial_keypoints.detection import base, blazeface
+from facial_keypoints.detection.haar import HaarFaceDetector, merge_boxes
+from facial_keypoints.evaluation import evaluate
+from facial_keypoints.images import ImageReadError
+from facial_keypoints.keypoints import pipeline
+from facial_keypoints.landmarks import FLIP_INDICES
 from helpers_keypoints import (
     ASTRONAUT,
     ASTRONAUT_BLAZEFACE_BOX,
@@ -35,8 +37,6 @@ from helpers_keypoints import (
     make_tiny_checkpoint,
     needs_data,
 )
-from images import ImageReadError
-from landmarks import FLIP_INDICES
 
 FLIP = list(FLIP_INDICES)
 
@@ -48,7 +48,7 @@ def tiny_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def haar():
-    return detectors.HaarFaceDetector()
+    return HaarFaceDetector()
 
 
 @pytest.fixture(scope="module")
@@ -69,32 +69,32 @@ def no_detection(image):
 # Box geometry
 # --------------------------------------------------------------------------------------------
 def test_crop_for_box_follows_the_calibration():
-    c = detectors.load_calibration("haar")
+    c = base.load_calibration("haar")
     x, y, w, h = 10.0, 20.0, 100.0, 100.0
     side = 1.3 * c["size"] * w
     cx, cy = x + w / 2 + c["dx"] * w, y + h / 2 + c["dy"] * h
-    np.testing.assert_allclose(detectors.crop_for_box([x, y, w, h], 1.3, c), [cx, cy, side, 0])
+    np.testing.assert_allclose(base.crop_for_box([x, y, w, h], 1.3, c), [cx, cy, side, 0])
 
 
 def test_crop_for_box_with_a_hand_calibration():
     cal = {"dx": 0.1, "dy": 0.2, "size": 0.5}
     # centre (0 + 50 + 10, 0 + 25 + 10) = (60, 35); side 2 * 0.5 * 100 = 100
-    np.testing.assert_allclose(detectors.crop_for_box((0, 0, 100, 50), 2.0, cal),
+    np.testing.assert_allclose(base.crop_for_box((0, 0, 100, 50), 2.0, cal),
                                [60, 35, 100, 0])
     # an identity calibration: a square crop centred on the box, crop_scale times its width
     ident = {"dx": 0.0, "dy": 0.0, "size": 1.0}
-    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.0, ident),
+    np.testing.assert_allclose(base.crop_for_box((40, 60, 80, 80), 1.0, ident),
                                [80, 100, 80, 0])
-    np.testing.assert_allclose(detectors.crop_for_box((40, 60, 80, 80), 1.5, ident),
+    np.testing.assert_allclose(base.crop_for_box((40, 60, 80, 80), 1.5, ident),
                                [80, 100, 120, 0])
     # a face rolled by 90 degrees (clockwise): its "down" is the image's left, so the offset
     # (10 along the eye line, 10 down the face) lands at (-10, +10) from the box centre
-    np.testing.assert_allclose(detectors.crop_for_box((0, 0, 100, 50), 2.0, cal, roll=90),
+    np.testing.assert_allclose(base.crop_for_box((0, 0, 100, 50), 2.0, cal, roll=90),
                                [50 - 10, 25 + 10, 100, 90], atol=1e-9)
 
 
 def box_iou(a, b):
-    return detectors.box_overlaps(a, b)[0][0, 0]
+    return base.box_overlaps(a, b)[0][0, 0]
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -129,13 +129,13 @@ def test_merge_boxes_drops_duplicates_and_keeps_separate_faces():
                       [5, 5, 100, 100],      # the same face again, better score
                       [300, 300, 80, 80],    # another face
                       [310, 305, 30, 30]])   # small box inside the other face
-    kept, scores = detectors.merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
+    kept, scores = merge_boxes(boxes, [1.0, 2.0, 3.0, 0.5])
     np.testing.assert_array_equal(kept, [[300, 300, 80, 80], [5, 5, 100, 100]])
     np.testing.assert_array_equal(scores, [3.0, 2.0])
     # two separate faces both stay, whatever their scores
-    two, _ = detectors.merge_boxes(boxes[[0, 2]], [0.1, 5.0])
+    two, _ = merge_boxes(boxes[[0, 2]], [0.1, 5.0])
     assert len(two) == 2
-    assert detectors.merge_boxes(np.zeros((0, 4)), [])[0].shape == (0, 4)
+    assert merge_boxes(np.zeros((0, 4)), [])[0].shape == (0, 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,19 +173,19 @@ def test_haar_finds_nothing_in_blank_or_noise(haar, kind):
     else:
         image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     found = haar(image)
-    assert isinstance(found, detectors.Detections) and found.boxes.shape == (0, 4)
+    assert isinstance(found, base.Detections) and found.boxes.shape == (0, 4)
 
 
 @needs_data
 def test_haar_finds_the_labelled_face_in_test_frames(haar):
     names = ["James_Wolfensohn_00.jpg", "Valerie_Harper_30.jpg"]
-    ds = data_load.dataset("test", names=names)
+    ds = course.dataset("test", names=names)
     assert len(ds) == 2
     for i in range(2):
         sample = ds[i]
         found = haar(sample["image"])
         assert len(found) >= 1
-        crops = detectors.crops_for(found, haar, 1.3)
+        crops = base.crops_for(found, haar, 1.3)
         assert evaluate.match_detection(crops, sample["keypoints"], 1.3) is not None
 
 
@@ -282,8 +282,8 @@ def test_keypoints_map_back_to_original_pixels(tiny_ckpt, astronaut):
     assert before.shape == (3, 68, 2)
     np.testing.assert_allclose(after - before, np.broadcast_to([dx, dy], before.shape), atol=0.5)
     # and the keypoints are where the model says in its crop: crop pixels * side/size + corner
-    cx, cy, side, _ = detectors.crop_for_box(boxes[0], kp.crop_scale,
-                                             detectors.load_calibration("haar"))
+    cx, cy, side, _ = base.crop_for_box(boxes[0], kp.crop_scale,
+                                             base.load_calibration("haar"))
     inside = (before[0] - [cx - side / 2, cy - side / 2]) * TINY_INPUT / side
     assert np.all(np.abs(inside - TINY_INPUT / 2) < 5 * TINY_INPUT)  # a sane scale, not raw
 
@@ -512,7 +512,7 @@ def test_main_all_good_inputs_exit_0(tmp_path, tiny_ckpt, good_image, capsys):
     boxes.write_text(json.dumps({good_image: [[40, 15, 30, 30]]}))
     second = tmp_path / "second.png"
     save_rgb(second, np.zeros((50, 60, 3), np.uint8))       # no face: still not an error
-    code = detect.main([good_image, str(second), "--model", str(tiny_ckpt), "--json", str(out),
+    code = detect_cmd.main([good_image, str(second), "--model", str(tiny_ckpt), "--json", str(out),
                         "--boxes", str(boxes), "--quiet"])
     assert code == 0
     entries = json.loads(out.read_text())["images"]
@@ -523,12 +523,12 @@ def test_main_all_good_inputs_exit_0(tmp_path, tiny_ckpt, good_image, capsys):
 
 def test_main_without_paths_processes_the_bundled_photo(tmp_path, tiny_ckpt, capsys):
     out_json = tmp_path / "demo.json"
-    code = detect.main(["--model", str(tiny_ckpt), "--annotate", str(tmp_path / "ann"),
+    code = detect_cmd.main(["--model", str(tiny_ckpt), "--annotate", str(tmp_path / "ann"),
                         "--json", str(out_json), "--flip-tta", "--quiet"])
     assert code == 0
     result = json.loads(out_json.read_text())
     (entry,) = result["images"]
-    assert entry["path"] == str(images.DEFAULT_PHOTO) and entry["error"] is None
+    assert entry["path"] == str(paths.DEFAULT_PHOTO) and entry["error"] is None
     assert (entry["width"], entry["height"]) == (512, 512) and len(entry["faces"]) == 1
     annotated = tmp_path / "ann" / "astronaut_keypoints.jpg"
     assert images.load_image(annotated).shape == (512, 512, 3)
@@ -537,7 +537,7 @@ def test_main_without_paths_processes_the_bundled_photo(tmp_path, tiny_ckpt, cap
 
 def test_main_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exc:
-        detect.main(["--help"])
+        detect_cmd.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: detect.py")
@@ -547,7 +547,7 @@ def test_main_help_lists_the_options(capsys):
 
 def test_main_unknown_option_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        detect.main(["--no-such-option"])
+        detect_cmd.main(["--no-such-option"])
     assert exc.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
 
@@ -558,7 +558,7 @@ def test_main_unusable_model_file_exits_2(tmp_path, good_image, capsys):
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(b"\x00garbage" * 10)
     for model in (tmp_path / "missing.pt", damaged):
-        assert detect.main([good_image, "--model", str(model), "--quiet"]) == 2
+        assert detect_cmd.main([good_image, "--model", str(model), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("detect.py: error:") and str(model) in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -575,14 +575,15 @@ def test_main_unusable_model_file_exits_2(tmp_path, good_image, capsys):
 def test_main_malformed_boxes_file_exits_2(tmp_path, tiny_ckpt, good_image, capsys, content):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(content.replace("%s", good_image))
-    code = detect.main([good_image, "--model", str(tiny_ckpt), "--boxes", str(boxes), "--quiet"])
+    code = detect_cmd.main([good_image, "--model", str(tiny_ckpt), "--boxes", str(boxes),
+                            "--quiet"])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("detect.py: error:") and "boxes" in err
 
 
 def test_main_missing_boxes_file_exits_2(tmp_path, tiny_ckpt, good_image, capsys):
-    code = detect.main([good_image, "--model", str(tiny_ckpt), "--boxes",
+    code = detect_cmd.main([good_image, "--model", str(tiny_ckpt), "--boxes",
                         str(tmp_path / "none.json"), "--quiet"])
     assert code == 2
     assert "--boxes" in capsys.readouterr().err
@@ -593,7 +594,7 @@ def test_expand_inputs_keeps_order_and_expands_folders(tmp_path):
     for name in ("b.JPG", "a.png", "c.mp4", "notes.txt"):
         (tmp_path / "d" / name).write_bytes(b"x")
     (tmp_path / "d" / "sub.jpg").mkdir()          # a folder named like an image
-    items = detect.expand_inputs(["z.jpg", str(tmp_path / "d"), "missing.png"])
+    items = batch.expand_inputs(["z.jpg", str(tmp_path / "d"), "missing.png"])
     assert items == ["z.jpg", str(tmp_path / "d" / "a.png"), str(tmp_path / "d" / "b.JPG"),
                      str(tmp_path / "d" / "c.mp4"), "missing.png"]
 
@@ -610,7 +611,8 @@ def test_main_filter_draws_on_the_face_of_an_image(tmp_path, astronaut, name, ca
     boxes = tmp_path / "b.json"
     boxes.write_text(json.dumps({str(src): [face_box]}))
     out = tmp_path / "out"
-    code = detect.main([str(src), "--boxes", str(boxes), "--annotate", str(out), "--filter", name,
+    code = detect_cmd.main([str(src), "--boxes", str(boxes), "--annotate", str(out),
+                            "--filter", name,
                         "--quiet"])
     assert code == 0
     drawn = cv2.cvtColor(cv2.imread(str(out / "astronaut_keypoints.png")), cv2.COLOR_BGR2RGB)
@@ -627,7 +629,7 @@ def test_main_filter_on_a_video(tmp_path, astronaut, name, capsys):
     video = tmp_path / "clip.mp4"
     write_video(video, astronaut, size=320)
     out = tmp_path / "out"
-    code = detect.main([str(video), "--annotate", str(out), "--filter", name, "--quiet",
+    code = detect_cmd.main([str(video), "--annotate", str(out), "--filter", name, "--quiet",
                         "--json", str(tmp_path / "v.json")])
     assert code == 0
     frames = video_frames(out / "clip_keypoints.mp4")
@@ -645,14 +647,14 @@ def test_main_filter_on_a_video(tmp_path, astronaut, name, capsys):
 
 def test_main_filter_needs_annotate(tmp_path, tiny_ckpt, good_image, capsys):
     with pytest.raises(SystemExit) as e:
-        detect.main([good_image, "--model", str(tiny_ckpt), "--filter", "hat"])
+        detect_cmd.main([good_image, "--model", str(tiny_ckpt), "--filter", "hat"])
     assert e.value.code == 2
     assert "--annotate" in capsys.readouterr().err
 
 
 def test_main_json_pointing_at_a_folder_is_a_usage_error(tmp_path, tiny_ckpt, good_image, capsys):
     with pytest.raises(SystemExit) as e:
-        detect.main([good_image, "--model", str(tiny_ckpt), "--json", str(tmp_path)])
+        detect_cmd.main([good_image, "--model", str(tiny_ckpt), "--json", str(tmp_path)])
     assert e.value.code == 2
     assert "is a folder" in capsys.readouterr().err
 
@@ -662,7 +664,7 @@ def test_main_folder_without_images_is_reported(tmp_path, tiny_ckpt, capsys):
     empty.mkdir()
     (empty / "notes.txt").write_text("no pictures here")
     out = tmp_path / "r.json"
-    code = detect.main([str(empty), "--model", str(tiny_ckpt), "--json", str(out), "--quiet"])
+    code = detect_cmd.main([str(empty), "--model", str(tiny_ckpt), "--json", str(out), "--quiet"])
     assert code == 1
     (entry,) = json.loads(out.read_text())["images"]
     assert entry["faces"] == [] and "no image" in entry["error"]
@@ -685,13 +687,13 @@ def test_several_images_in_one_batch_give_what_each_gives_alone(tiny_ckpt, astro
 def test_missing_detector_weights_name_the_command_and_haar_still_works(tmp_path, monkeypatch,
                                                                       capsys, tiny_ckpt):
     monkeypatch.setattr(blazeface, "BLAZEFACE_DIR", tmp_path / "nothing here")
-    code = detect.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--quiet"])
+    code = detect_cmd.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
-    assert "is missing" in line and "python fetch_data.py --weights" in line
+    assert "is missing" in line and "reinstall facial-keypoints" in line
     out = tmp_path / "haar.json"
-    assert detect.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--detector", "haar",
+    assert detect_cmd.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--detector", "haar",
                         "--json", str(out), "--quiet"]) == 0
     assert len(json.loads(out.read_text())["images"][0]["faces"]) == 1
 

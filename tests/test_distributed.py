@@ -18,10 +18,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import models
-import train
+from facial_keypoints.keypoints import checkpoints, nets
+from facial_keypoints.training import loaders, train
+from facial_keypoints.training.config import TrainConfig
+from facial_keypoints.training.loaders import EpochSampler, Runtime
 from helpers_keypoints import ASTRONAUT, ROOT, needs_data
-from train import EpochSampler, Runtime, TrainConfig
 
 TINY = dict(arch="resnet18", width=8, input_size=48, subset=64, val_subset=20, epochs=1,
             batch_size=8, workers=0)
@@ -77,11 +78,11 @@ def _validate(rank, world, port, cfg_dict, weights, out):
     try:
         torch.set_num_threads(1)
         cfg = TrainConfig(**cfg_dict)
-        _, vals = train.make_datasets(cfg)
-        model = models.build_model(cfg.arch, **cfg.arch_args())
+        _, vals = loaders.make_datasets(cfg)
+        model = nets.build_model(cfg.arch, **cfg.arch_args())
         model.load_state_dict(weights)
         rt = Runtime(rank, world)
-        loss, nme = train.run_epoch(model, train.val_loader(cfg, rt, vals["course"]),
+        loss, nme = train.run_epoch(model, loaders.val_loader(cfg, rt, vals["course"]),
                                     torch.nn.L1Loss(), kp_std=cfg.kp_std, progress=False, rt=rt)
         out.put((rank, loss, nme))
     finally:
@@ -92,9 +93,9 @@ def _validate(rank, world, port, cfg_dict, weights, out):
 def test_validation_nme_over_two_processes_equals_one_process():
     cfg = TrainConfig(**TINY, val_fraction=0.02)          # 20 faces: 10 in each process
     torch.manual_seed(0)
-    model = models.build_model(cfg.arch, **cfg.arch_args())
-    _, vals = train.make_datasets(cfg)
-    single = train.run_epoch(model, train.val_loader(cfg, Runtime(), vals["course"]),
+    model = nets.build_model(cfg.arch, **cfg.arch_args())
+    _, vals = loaders.make_datasets(cfg)
+    single = train.run_epoch(model, loaders.val_loader(cfg, Runtime(), vals["course"]),
                              torch.nn.L1Loss(), kp_std=cfg.kp_std, progress=False)
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -134,7 +135,7 @@ def test_torchrun_trains_a_checkpoint_that_detect_loads(tmp_path):
     assert proc.stdout.count("parameters;") == 1, proc.stdout
     assert "2 process(es) on cpu; effective batch 16 (batch 8 x 2)" in proc.stdout
     assert len(read_log(tmp_path / "run" / "log.csv")) == 1
-    meta = models.load_model(tmp_path / "run" / "best.pt")[1]
+    meta = checkpoints.load_model(tmp_path / "run" / "best.pt")[1]
     assert meta["train_config"]["subset"] == 64
     detect = subprocess.run([sys.executable, "detect.py", ASTRONAUT, "--model",
                              tmp_path / "run" / "best.pt", "--json", tmp_path / "out.json",
@@ -188,11 +189,11 @@ def test_a_failing_torchrun_ends_with_one_clear_line(tmp_path):
 
 
 def test_one_process_needs_no_process_group():
-    rt = train.start_runtime(TrainConfig(device="cpu"))
+    rt = loaders.start_runtime(TrainConfig(device="cpu"))
     assert (rt.rank, rt.world, rt.device.type, rt.amp) == (0, 1, "cpu", None)
     assert not dist.is_initialized()
-    assert train.all_sum(rt, 1.5, 2.0) == (1.5, 2.0)
+    assert loaders.all_sum(rt, 1.5, 2.0) == (1.5, 2.0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
-            train.start_runtime(TrainConfig(device="cuda"))
-    assert np.isfinite(train.epoch_seed(0, 1))
+            loaders.start_runtime(TrainConfig(device="cuda"))
+    assert np.isfinite(loaders.epoch_seed(0, 1))

@@ -10,18 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import data_300w
-import data_load
-import detectors
-import evaluate
-import landmarks
-import metrics
-import pipeline
-import ship
 from conftest import dataset_names, draw_dots, face_layout, make_image_file, write_keypoints_csv
-from data_load import upright_square
+from facial_keypoints import geometry, landmarks
+from facial_keypoints.cli import evaluate as evaluate_cmd
+from facial_keypoints.data import course, w300
+from facial_keypoints.detection import base
+from facial_keypoints.evaluation import evaluate, metrics
+from facial_keypoints.geometry import upright_square
+from facial_keypoints.keypoints import pipeline
+from facial_keypoints.landmarks import REGIONS
+from facial_keypoints.training import ship
 from helpers_keypoints import make_tiny_checkpoint, needs_300w, needs_data, random_face
-from landmarks import REGIONS
 
 D = 40.0  # outer-eye-corner distance of the synthetic faces
 
@@ -206,8 +205,8 @@ def face():
 def test_box_for_labelled_crop_maps_back_onto_it(face):
     pts, (cx, cy), side = face
     box = box_for_crop(cx, cy, side)
-    np.testing.assert_allclose(detectors.crop_for_box(box, CROP_SCALE, CAL), [cx, cy, side, 0])
-    assert evaluate.match_detection([detectors.crop_for_box(box, CROP_SCALE, CAL)], pts,
+    np.testing.assert_allclose(base.crop_for_box(box, CROP_SCALE, CAL), [cx, cy, side, 0])
+    assert evaluate.match_detection([base.crop_for_box(box, CROP_SCALE, CAL)], pts,
                                     CROP_SCALE) == 0
 
 
@@ -242,8 +241,8 @@ def test_rotated_turns_the_labels_with_the_image():
         assert float(turned.sum()) == pytest.approx(float(image.sum()), rel=0.02)
         x, y = np.round(turned_pts[36]).astype(int)
         assert turned[y - 1:y + 2, x - 1:x + 2].max() > 100
-        assert data_load.eye_roll(turned_pts) == pytest.approx(
-            (data_load.eye_roll(pts) + degrees + 180) % 360 - 180, abs=1e-6)
+        assert geometry.eye_roll(turned_pts) == pytest.approx(
+            (geometry.eye_roll(pts) + degrees + 180) % 360 - 180, abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,7 +277,7 @@ def test_evaluate_pipeline_counts_missed_faces_as_failures(tiny_detector, monkey
 
 @needs_300w
 def test_evaluate_on_the_300w_crops_and_only_the_named_files(tiny_detector):
-    names = data_300w.dataset_300w().filenames[5:8]
+    names = w300.dataset_300w().filenames[5:8]
     summary, details = evaluate.evaluate(tiny_detector, "300w", "crop", names=names,
                                          progress=False)
     assert summary["faces"] == 3 and details["files"] == names
@@ -309,7 +308,7 @@ class OffsetModel:
     def crop_predictions(self, image, crops, mirrored=False):
         name, keypoints = self.truth[image.tobytes()]
         self.seen.append(name)
-        _, gt = data_load.warp_face(image, crops[0], self.size, keypoints)
+        _, gt = geometry.warp_face(image, crops[0], self.size, keypoints)
         flipped = np.c_[self.size - 1 - gt[:, 0], gt[:, 1]]
         return (gt + self.plain)[None], (flipped + self.mirrored)[None], np.array([0.5])
 
@@ -324,24 +323,24 @@ def course_layout(tmp_path):
     points = [face_layout(center=(60, 60), width=60) + rng.normal(0, 1, (68, 2)) for _ in names]
     for i, name in enumerate(names):
         make_image_file(folder / name, seed=i, size=(120, 120))
-    write_keypoints_csv(tmp_path / data_load.SPLITS["train"][0], names, points)
+    write_keypoints_csv(tmp_path / course.SPLITS["train"][0], names, points)
     return tmp_path
 
 
 def test_measure_bias_finds_a_known_offset_on_the_models_own_validation_people(course_layout):
     config = {"val_fraction": 0.34, "seed": 1, "data_dir": str(course_layout)}
-    ds = data_load.dataset("train", data_dir=course_layout)
+    ds = course.dataset("train", data_dir=course_layout)
     truth = {ds[i]["image"].tobytes(): (ds.filenames[i], ds[i]["keypoints"])
              for i in range(len(ds))}
     model = OffsetModel(truth, config)
     bias = ship.measure_bias(model)
     np.testing.assert_allclose(bias["plain"], model.plain, atol=2e-3)   # rounded to 0.001
     np.testing.assert_allclose(bias["mirrored"], model.mirrored, atol=2e-3)
-    _, val_names = data_load.split_by_person(ds.filenames, 0.34, 1)
+    _, val_names = course.split_by_person(ds.filenames, 0.34, 1)
     assert sorted(model.seen) == sorted(val_names) and bias["faces"] == len(val_names)
     assert "seed 1" in bias["split"] and np.all(bias["confidence"] == 0.5)
     # another seed holds out other people: the split really comes from the checkpoint
-    assert data_load.split_by_person(ds.filenames, 0.34, 0)[1] != val_names
+    assert course.split_by_person(ds.filenames, 0.34, 0)[1] != val_names
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,7 +377,7 @@ def test_compare_heads_measures_how_far_apart_the_heads_put_each_region(monkeypa
 def test_evaluate_command_refuses_a_head_the_model_does_not_have(tmp_path, capsys):
     model = make_tiny_checkpoint(tmp_path / "one_head.pt")
     with pytest.raises(SystemExit) as e:
-        evaluate.main(["--model", str(model), "--markup", "300w", "--detector", "haar"])
+        evaluate_cmd.main(["--model", str(model), "--markup", "300w", "--detector", "haar"])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--markup 300w: " in err and "has no such head; it has course" in err

@@ -13,16 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-import data_load
-import detect
-import export
-import models
-import pipeline
-import utils
-from data_load import upright_square
+from facial_keypoints import files, paths
+from facial_keypoints.cli import export as export_cmd
+from facial_keypoints.data import course
+from facial_keypoints.geometry import upright_square
+from facial_keypoints.keypoints import checkpoints, export, pipeline, runtime
 from helpers_keypoints import ASTRONAUT, make_tiny_checkpoint, needs_data
 
-SHIPPED = models.DEFAULT_MODEL
+SHIPPED = paths.DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +40,16 @@ def both_backends(shipped_copy):
 def test_export_writes_the_onnx_file_beside_the_checkpoint(shipped_copy, both_backends):
     onnx_file = shipped_copy.with_suffix(".onnx")
     assert onnx_file.is_file() and not list(onnx_file.parent.glob("*.tmp"))
-    meta = export.onnx_metadata(onnx_file)
-    assert meta["checkpoint_sha256"] == utils.file_sha256(shipped_copy)
+    meta = runtime.OnnxKeypointModel(onnx_file).metadata
+    assert meta["checkpoint_sha256"] == files.file_sha256(shipped_copy)
     assert json.loads(meta["checkpoint_meta"])["arch"] == \
-        models.read_checkpoint(shipped_copy)["arch"]
+        checkpoints.read_checkpoint(shipped_copy)["arch"]
 
 
 @needs_data
 def test_onnx_keypoints_match_pytorch_within_0_05_px(both_backends):
     torch_det, onnx_det = both_backends
-    test = data_load.dataset("test", subset=40)
+    test = course.dataset("test", subset=40)
     worst = 0.0
     for i in range(len(test)):
         sample = test[i]
@@ -73,10 +71,10 @@ def test_onnx_pipeline_matches_pytorch_on_the_bundled_photo(both_backends):
 
 def test_onnx_batch_of_several_faces(both_backends):
     torch_det, onnx_det = both_backends
-    x = torch.rand(5, 1, torch_det.size, torch_det.size)
-    with torch.no_grad():
-        np.testing.assert_allclose(onnx_det.model(x).numpy(), torch_det.model(x).numpy(),
-                                   atol=1e-4)
+    x = torch.rand(5, 1, torch_det.size, torch_det.size).numpy()
+    for a, b in zip(onnx_det.model.predict(x), torch_det.model.predict(x)):
+        assert a.shape[0] == 5
+        np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -84,22 +82,23 @@ def test_a_stale_export_is_redone(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     first = export.onnx_model_for(ckpt)
     sha = first.metadata["checkpoint_sha256"]
-    model, meta = models.load_model(ckpt)
+    model, meta = checkpoints.load_model(ckpt)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
-    models.save_checkpoint(ckpt, model, meta)          # same path, other weights
+    checkpoints.save_checkpoint(ckpt, model, meta)          # same path, other weights
     second = export.onnx_model_for(ckpt)
     assert second.metadata["checkpoint_sha256"] != sha
     x = torch.rand(1, 1, meta["input_size"], meta["input_size"])
     with torch.no_grad():
-        np.testing.assert_allclose(second(x).numpy(), model(x).numpy(), atol=1e-4)
+        np.testing.assert_allclose(second.predict(x.numpy())[0][:, 0], model(x).numpy(),
+                                   atol=1e-4)
 
 
 def test_a_damaged_export_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(export.OnnxExportError, match="export again"):
-        export.OnnxKeypointModel(bad)
+    with pytest.raises(runtime.OnnxExportError, match="export again"):
+        runtime.OnnxKeypointModel(bad)
 
 
 def test_backend_choice_is_checked(tmp_path):
@@ -111,9 +110,9 @@ def test_backend_choice_is_checked(tmp_path):
 @pytest.mark.slow
 def test_command_line_export(tmp_path, capsys):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
-    assert export.main(["--model", str(ckpt), "--out", str(tmp_path / "x.onnx")]) == 0
+    assert export_cmd.main(["--model", str(ckpt), "--out", str(tmp_path / "x.onnx")]) == 0
     assert (tmp_path / "x.onnx").is_file() and "wrote" in capsys.readouterr().out
-    assert export.main(["--model", str(tmp_path / "missing.pt")]) == 2
+    assert export_cmd.main(["--model", str(tmp_path / "missing.pt")]) == 2
     assert "no such weights file" in capsys.readouterr().err
 
 
@@ -122,7 +121,7 @@ def test_a_damaged_export_beside_the_checkpoint_is_replaced(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "m.pt")
     ckpt.with_suffix(".onnx").write_bytes(b"half a file")
     model = export.onnx_model_for(ckpt)
-    assert model.metadata["checkpoint_sha256"] == utils.file_sha256(ckpt)
+    assert model.metadata["checkpoint_sha256"] == files.file_sha256(ckpt)
 
 
 @pytest.mark.slow
@@ -141,7 +140,7 @@ def test_a_read_only_model_folder_exports_to_the_temporary_folder(tmp_path, monk
     model = export.onnx_model_for(ckpt)
     assert not ckpt.with_suffix(".onnx").exists()
     assert len(list((tmp_path / "tmp").glob("facial-keypoints-*.onnx"))) == 1
-    assert model.metadata["checkpoint_sha256"] == utils.file_sha256(ckpt)
+    assert model.metadata["checkpoint_sha256"] == files.file_sha256(ckpt)
     assert export.onnx_model_for(ckpt).metadata == model.metadata   # found there next time
 
 
@@ -150,7 +149,7 @@ def test_command_line_backend_onnx_gives_the_torch_keypoints(shipped_copy, tmp_p
     out = {}
     for backend in ("torch", "onnx"):
         dest = tmp_path / f"{backend}.json"
-        run = subprocess.run([sys.executable, str(detect.ROOT / "detect.py"), str(ASTRONAUT),
+        run = subprocess.run([sys.executable, "-m", "facial_keypoints.cli.detect", str(ASTRONAUT),
                               "--model", str(shipped_copy), "--backend", backend, "--json",
                               str(dest), "--quiet"], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr

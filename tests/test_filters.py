@@ -12,9 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-import art
-import face_geometry
-import filters
+from facial_keypoints.filters import art, face_geometry
+from facial_keypoints.filters import overlays as filters
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,13 +360,13 @@ def test_mouth_openness_rises_when_the_lips_part(face):
 @pytest.mark.parametrize("maker", [art.make_sunglasses, art.make_moustache,
                                    art.make_hat])
 def test_own_art_is_rgba_with_a_transparent_background(maker):
-    art = maker(240)
-    assert art.dtype == np.uint8 and art.ndim == 3 and art.shape[2] == 4
-    assert art.shape[1] == 240
-    alpha = art[:, :, 3]
+    made = maker(240)
+    assert made.dtype == np.uint8 and made.ndim == 3 and made.shape[2] == 4
+    assert made.shape[1] == 240
+    alpha = made[:, :, 3]
     assert alpha[0, 0] == alpha[0, -1] == alpha[-1, 0] == alpha[-1, -1] == 0
     assert (alpha == 255).mean() > 0.15 and (alpha == 0).mean() > 0.1
-    mirrored = np.abs(art[:, ::-1, 3].astype(int) - alpha).mean()
+    mirrored = np.abs(made[:, ::-1, 3].astype(int) - alpha).mean()
     assert mirrored < 2.0                                  # left-right symmetric shapes
     assert maker(480).shape[1] == 480
 

@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import images
-import pipeline
 from conftest import FUZZ_COUNTS
+from facial_keypoints import images
+from facial_keypoints.images import ImageReadError
+from facial_keypoints.keypoints import pipeline
 from helpers_keypoints import ASTRONAUT, ROOT, make_tiny_checkpoint
-from images import ImageReadError
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

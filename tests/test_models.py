@@ -8,13 +8,14 @@ import torch
 import torch.nn as nn
 import torchvision
 
-import models
-import utils
-from models import ModelLoadError, Net, ResNet18Keypoints
+from facial_keypoints.keypoints import checkpoints, nets
+from facial_keypoints.keypoints.nets import ResNet18Keypoints
+from facial_keypoints.keypoints.runtime import ModelLoadError
+from models import Net
 
 
 def _meta(arch, arch_args, input_size, **extra):
-    return models.checkpoint_meta(arch, arch_args, input_size, crop_scale=1.3,
+    return checkpoints.checkpoint_meta(arch, arch_args, input_size, crop_scale=1.3,
                                   kp_mean=input_size / 2, kp_std=input_size / 4, **extra)
 
 
@@ -62,7 +63,7 @@ def test_resnet18_width64_has_torchvision_resnet18_parameter_count():
     reference.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     expected = sum(p.numel() for p in reference.parameters())
     ours = ResNet18Keypoints(width=64)
-    assert models.count_parameters(ours) == expected
+    assert nets.count_parameters(ours) == expected
     assert ours.conv1.in_channels == 1 and ours.fc.out_features == 136
     shapes = {k: v.shape for k, v in ours.state_dict().items()}
     assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
@@ -74,14 +75,14 @@ def test_resnet18_small_width_any_size(size):
     with torch.no_grad():
         assert net(torch.rand(2, 1, size, size)).shape == (2, 136)
     assert net.layer4[0].conv1.out_channels == 128 and net.fc.in_features == 128
-    assert models.count_parameters(net) < models.count_parameters(ResNet18Keypoints(width=32))
+    assert nets.count_parameters(net) < nets.count_parameters(ResNet18Keypoints(width=32))
 
 
 def test_build_model():
-    assert isinstance(models.build_model("resnet18", width=8), ResNet18Keypoints)
-    assert isinstance(models.build_model("net", input_size=64), Net)
+    assert isinstance(nets.build_model("resnet18", width=8), ResNet18Keypoints)
+    assert isinstance(nets.build_model("net", input_size=64), Net)
     with pytest.raises(ValueError, match="unknown architecture"):
-        models.build_model("vgg")
+        nets.build_model("vgg")
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,8 +92,8 @@ def test_checkpoint_round_trip_resnet(tmp_path, small_resnet):
     path = tmp_path / "m.pt"
     meta = _meta("resnet18", {"width": 8}, 64, command="python train.py --width 8",
                  metrics={"test_nme": 0.061, "epochs": 3})
-    models.save_checkpoint(path, small_resnet, meta)
-    loaded, got = models.load_model(path, expect_arch="resnet18")
+    checkpoints.save_checkpoint(path, small_resnet, meta)
+    loaded, got = checkpoints.load_model(path, expect_arch="resnet18")
     assert not loaded.training
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
@@ -102,14 +103,14 @@ def test_checkpoint_round_trip_resnet(tmp_path, small_resnet):
     assert got["normalization"]["kp_mean"] == 32.0 and got["normalization"]["kp_std"] == 16.0
     assert got["command"] == "python train.py --width 8"
     assert got["metrics"] == {"test_nme": 0.061, "epochs": 3}
-    assert got["format"] == models.CHECKPOINT_FORMAT and "state_dict" not in got
+    assert got["format"] == checkpoints.CHECKPOINT_FORMAT and "state_dict" not in got
 
 
 def test_checkpoint_round_trip_net(tmp_path):
     torch.manual_seed(1)
     net = Net(input_size=64).eval()
-    models.save_checkpoint(tmp_path / "n.pt", net, _meta("net", {"input_size": 64}, 64))
-    loaded, meta = models.load_model(tmp_path / "n.pt")
+    checkpoints.save_checkpoint(tmp_path / "n.pt", net, _meta("net", {"input_size": 64}, 64))
+    loaded, meta = checkpoints.load_model(tmp_path / "n.pt")
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
@@ -117,91 +118,94 @@ def test_checkpoint_round_trip_net(tmp_path):
 
 
 def test_load_model_wrong_arch(tmp_path, small_resnet):
-    models.save_checkpoint(tmp_path / "m.pt", small_resnet, _meta("resnet18", {"width": 8}, 64))
+    checkpoints.save_checkpoint(tmp_path / "m.pt", small_resnet,
+                                _meta("resnet18", {"width": 8}, 64))
     with pytest.raises(ModelLoadError, match=r"'resnet18'.*not 'net'"):
-        models.load_model(tmp_path / "m.pt", expect_arch="net")
+        checkpoints.load_model(tmp_path / "m.pt", expect_arch="net")
 
 
 def test_arch_args_that_do_not_fit_the_weights(tmp_path, small_resnet):
-    models.save_checkpoint(tmp_path / "m.pt", small_resnet, _meta("resnet18", {"width": 16}, 64))
+    checkpoints.save_checkpoint(tmp_path / "m.pt", small_resnet,
+                                _meta("resnet18", {"width": 16}, 64))
     with pytest.raises(ModelLoadError, match="do not fit"):
-        models.load_model(tmp_path / "m.pt")
+        checkpoints.load_model(tmp_path / "m.pt")
     net = Net(input_size=64)
-    models.save_checkpoint(tmp_path / "n.pt", net, _meta("net", {"input_size": 96}, 96))
+    checkpoints.save_checkpoint(tmp_path / "n.pt", net, _meta("net", {"input_size": 96}, 96))
     with pytest.raises(ModelLoadError, match="do not fit"):
-        models.load_model(tmp_path / "n.pt")
+        checkpoints.load_model(tmp_path / "n.pt")
 
 
 def test_unknown_arch_or_arguments(tmp_path, small_resnet):
-    models.save_checkpoint(tmp_path / "a.pt", small_resnet, _meta("vgg", {}, 64))
+    checkpoints.save_checkpoint(tmp_path / "a.pt", small_resnet, _meta("vgg", {}, 64))
     with pytest.raises(ModelLoadError, match="unknown architecture"):
-        models.load_model(tmp_path / "a.pt")
-    models.save_checkpoint(tmp_path / "b.pt", small_resnet,
+        checkpoints.load_model(tmp_path / "a.pt")
+    checkpoints.save_checkpoint(tmp_path / "b.pt", small_resnet,
                            _meta("resnet18", {"width": 8, "depth": 50}, 64))
     with pytest.raises(ModelLoadError, match="depth"):
-        models.load_model(tmp_path / "b.pt")
+        checkpoints.load_model(tmp_path / "b.pt")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_damaged_checkpoint(tmp_path, small_resnet, damage):
     path = tmp_path / "m.pt"
-    models.save_checkpoint(path, small_resnet, _meta("resnet18", {"width": 8}, 64))
+    checkpoints.save_checkpoint(path, small_resnet, _meta("resnet18", {"width": 8}, 64))
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a checkpoint " * 9,
                       "empty": b""}[damage])
     with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
-        models.load_model(path)
+        checkpoints.load_model(path)
 
 
 def test_missing_checkpoint_says_how_to_get_one(tmp_path):
     with pytest.raises(ModelLoadError, match=r"no such weights file.*train\.py"):
-        models.load_model(tmp_path / "nope.pt")
+        checkpoints.load_model(tmp_path / "nope.pt")
 
 
 def test_bare_state_dict_is_refused(tmp_path, small_resnet):
     torch.save(small_resnet.state_dict(), tmp_path / "old.pt")
     with pytest.raises(ModelLoadError, match="bare state dict"):
-        models.load_model(tmp_path / "old.pt")
+        checkpoints.load_model(tmp_path / "old.pt")
 
 
 def test_newer_format_is_refused(tmp_path, small_resnet):
-    meta = {**_meta("resnet18", {"width": 8}, 64), "format": models.CHECKPOINT_FORMAT + 1}
-    models.save_checkpoint(tmp_path / "m.pt", small_resnet, meta)
+    meta = {**_meta("resnet18", {"width": 8}, 64), "format": checkpoints.CHECKPOINT_FORMAT + 1}
+    checkpoints.save_checkpoint(tmp_path / "m.pt", small_resnet, meta)
     with pytest.raises(ModelLoadError, match="newer"):
-        models.load_model(tmp_path / "m.pt")
+        checkpoints.load_model(tmp_path / "m.pt")
 
 
 def test_checkpoint_needs_no_pickled_code(tmp_path, small_resnet):
     """Checkpoints load with weights_only=True: plain containers and tensors only."""
-    models.save_checkpoint(tmp_path / "m.pt", small_resnet, _meta("resnet18", {"width": 8}, 64))
+    checkpoints.save_checkpoint(tmp_path / "m.pt", small_resnet,
+                                _meta("resnet18", {"width": 8}, 64))
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     assert ckpt["arch"] == "resnet18" and "conv1.weight" in ckpt["state_dict"]
 
 
 def test_atomic_save_leaves_no_temp_files(tmp_path):
     path = tmp_path / "sub" / "m.pt"
-    utils.atomic_torch_save({"a": torch.ones(3)}, path)
-    utils.atomic_torch_save({"a": torch.zeros(3)}, path)  # overwrite
+    checkpoints.atomic_torch_save({"a": torch.ones(3)}, path)
+    checkpoints.atomic_torch_save({"a": torch.zeros(3)}, path)  # overwrite
     assert os.listdir(path.parent) == ["m.pt"]
     assert torch.equal(torch.load(path)["a"], torch.zeros(3))
 
 
 def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
-    utils.atomic_torch_save({"a": torch.arange(4)}, path)
+    checkpoints.atomic_torch_save({"a": torch.arange(4)}, path)
     before = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(utils.torch, "save", broken_save)
+    monkeypatch.setattr(checkpoints.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        utils.atomic_torch_save({"a": torch.zeros(4)}, path)
+        checkpoints.atomic_torch_save({"a": torch.zeros(4)}, path)
     with pytest.raises(KeyboardInterrupt):
-        monkeypatch.setattr(utils.torch, "save",
+        monkeypatch.setattr(checkpoints.torch, "save",
                             lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
-        utils.atomic_torch_save({"a": torch.zeros(4)}, path)
+        checkpoints.atomic_torch_save({"a": torch.zeros(4)}, path)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]
@@ -214,7 +218,7 @@ def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
 @pytest.fixture
 def small_heatmap():
     torch.manual_seed(0)
-    return models.HeatmapKeypoints(width=8, input_size=64).eval()
+    return nets.HeatmapKeypoints(width=8, input_size=64).eval()
 
 
 def test_heatmap_model_shapes(small_heatmap):
@@ -223,7 +227,7 @@ def test_heatmap_model_shapes(small_heatmap):
     assert logits.shape == (3, 68, 16, 16) and coords.shape == (3, 136)
     assert torch.equal(small_heatmap(x), coords)
     with pytest.raises(ValueError, match="divisible by 16"):
-        models.HeatmapKeypoints(width=8, input_size=100)
+        nets.HeatmapKeypoints(width=8, input_size=100)
 
 
 def test_heatmap_targets_decode_back_to_their_keypoints(small_heatmap):
@@ -260,8 +264,8 @@ def test_heatmap_confidence_is_a_probability(small_heatmap):
 def test_heatmap_checkpoint_round_trip(tmp_path, small_heatmap):
     path = tmp_path / "h.pt"
     meta = _meta("heatmap", {"width": 8, "input_size": 64}, 64)
-    models.save_checkpoint(path, small_heatmap, meta)
-    loaded, meta = models.load_model(path, expect_arch="heatmap")
+    checkpoints.save_checkpoint(path, small_heatmap, meta)
+    loaded, meta = checkpoints.load_model(path, expect_arch="heatmap")
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), small_heatmap(x))

@@ -10,22 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import tracking
 from conftest import face_layout
-from tracking import (
-    DEFAULT_ONE_EURO,
-    FaceTracker,
-    OneEuroFilter,
+from facial_keypoints.video import smoothing, tracker
+from facial_keypoints.video.one_euro import DEFAULT_ONE_EURO, OneEuroFilter
+from facial_keypoints.video.smoothing import (
     delay,
     ema_smooth,
-    face_size,
-    inside_fraction,
     jitter,
     lag,
-    match_boxes,
     one_euro_smooth,
     simulate_clip,
 )
+from facial_keypoints.video.tracker import FaceTracker, face_size, inside_fraction, match_boxes
 
 FPS = 30.0
 
@@ -182,20 +178,20 @@ def test_ema_smooth_is_the_old_smoother():
 
 
 def test_tuning_table_and_choice():
-    table = tracking.tune_one_euro(min_cutoffs=(0.3, 1.0), betas=(0.0, 15.0), frames=60,
+    table = smoothing.tune_one_euro(min_cutoffs=(0.3, 1.0), betas=(0.0, 15.0), frames=60,
                                    seeds=(0,), noises=(1.0,))
     assert [r["method"] for r in table[:2]] == ["none", "ema 0.4"]
     assert len(table) == 2 + 4
     none, ema = table[:2]
     assert ema["jitter_still"] < none["jitter_still"]
     assert ema["score"] == pytest.approx(2.0)
-    best = tracking.choose_one_euro(table)
+    best = smoothing.choose_one_euro(table)
     assert best is not None and best["beats_ema"]
     assert best["jitter_still"] <= ema["jitter_still"]
     assert best["lag_moving"] < ema["lag_moving"]
     # a pure low-pass (beta 0) at 0.3 Hz lags badly: it must not be chosen
     assert (best["min_cutoff"], best["beta"]) != (0.3, 0.0)
-    assert "| method |" in tracking.format_table(table)
+    assert "| method |" in smoothing.format_table(table)
 
 
 # ------------------------------------------------------------------------------------------
@@ -591,5 +587,5 @@ def test_faces_of_other_kinds():
 
 
 def test_protocols_describe_the_fakes():
-    assert isinstance(FakePipeline(two_faces), tracking.Pipeline)
-    assert isinstance(FakeFace(np.zeros(4), np.zeros((68, 2))), tracking.FaceLike)
+    assert isinstance(FakePipeline(two_faces), tracker.Pipeline)
+    assert isinstance(FakeFace(np.zeros(4), np.zeros((68, 2))), tracker.FaceLike)

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-import data_300w
-import data_load
-import evaluate
-import experiments
-import images
 import models
-import pipeline
-import train
+from benchmarks import experiments
+from facial_keypoints import images
+from facial_keypoints.data import course, w300
+from facial_keypoints.evaluation import evaluate
+from facial_keypoints.keypoints import checkpoints, nets, pipeline, runtime
+from facial_keypoints.training import config, loaders, train
+from facial_keypoints.training.config import TrainConfig
 from helpers_keypoints import needs_300w, needs_data
-from train import TrainConfig
 
 pytestmark = needs_data
 
@@ -85,8 +84,8 @@ def test_tiny_run_writes_log_curves_and_checkpoints(run_a):
 
 def test_best_checkpoint_describes_itself(run_a):
     cfg, result = run_a
-    model, meta = models.load_model(Path(cfg.out) / "best.pt")
-    assert isinstance(model, models.ResNet18Keypoints) and model.width == 8
+    model, meta = checkpoints.load_model(Path(cfg.out) / "best.pt")
+    assert isinstance(model, nets.ResNet18Keypoints) and model.width == 8
     assert meta["arch"] == "resnet18" and meta["arch_args"] == {"width": 8}
     assert meta["input_size"] == 48 and meta["crop_scale"] == cfg.crop_scale
     assert meta["normalization"]["kp_mean"] == 24 and meta["normalization"]["kp_std"] == 12
@@ -102,8 +101,8 @@ def test_best_checkpoint_describes_itself(run_a):
 def test_best_checkpoint_holds_the_best_epochs_weights(run_a):
     """Evaluating best.pt on the validation frames gives the val NME it records."""
     cfg, _ = run_a
-    model, meta = models.load_model(Path(cfg.out) / "best.pt")
-    _, val_dl = train.make_loaders(cfg)
+    model, meta = checkpoints.load_model(Path(cfg.out) / "best.pt")
+    _, val_dl = loaders.make_loaders(cfg)
     _, val_nme = train.run_epoch(model, val_dl, torch.nn.L1Loss(), kp_std=cfg.kp_std)
     assert val_nme == pytest.approx(meta["metrics"]["val_nme"], rel=1e-5)
     last = torch.load(Path(cfg.out) / "last.pt", map_location="cpu", weights_only=False)
@@ -133,18 +132,18 @@ def test_a_seed_1_models_validation_people_are_read_from_its_checkpoint(tmp_path
     everything that measures on "the validation people" (``evaluate --split val``,
     ``ship.measure_bias``) must use the model's own split, read from its checkpoint."""
     cfg = TrainConfig(**{**TINY, "epochs": 1}, seed=1, out=str(tmp_path))
-    train_dl, _ = train.make_loaders(TrainConfig(**{**TINY, "subset": None}, seed=1))
-    trained_on = {data_load.person_of(f) for f in train_dl.dataset.filenames}  # all it may use
+    train_dl, _ = loaders.make_loaders(TrainConfig(**{**TINY, "subset": None}, seed=1))
+    trained_on = {course.person_of(f) for f in train_dl.dataset.filenames}  # all it may use
     train.train(cfg, progress=False)
-    meta = models.load_model(tmp_path / "best.pt")[1]
-    _, val_names = data_load.person_split(meta["train_config"])
-    assert val_names and not {data_load.person_of(f) for f in val_names} & trained_on
+    meta = checkpoints.load_model(tmp_path / "best.pt")[1]
+    _, val_names = course.person_split(meta["train_config"])
+    assert val_names and not {course.person_of(f) for f in val_names} & trained_on
     detector = pipeline.KeypointPipeline(tmp_path / "best.pt")
     _, details = evaluate.evaluate(detector, "val", "crop", subset=5, progress=False)
     assert set(details["files"]) <= set(val_names)
     # the defaults (seed 0) would have measured partly on this model's training people
-    _, default_val = data_load.person_split(None)
-    assert {data_load.person_of(f) for f in default_val} & trained_on
+    _, default_val = course.person_split(None)
+    assert {course.person_of(f) for f in default_val} & trained_on
 
 
 def test_resume_continues_exactly(run_a, tmp_path):
@@ -188,14 +187,14 @@ def scripted(val_nmes):
 
 @pytest.fixture(scope="module")
 def tiny_loaders():
-    return train.make_loaders(TrainConfig(**{**TINY, "subset": 8, "val_subset": 4}))
+    return loaders.make_loaders(TrainConfig(**{**TINY, "subset": 8, "val_subset": 4}))
 
 
 @pytest.fixture
 def scripted_training(monkeypatch, tiny_loaders):
     """train.train with scripted validation NMEs, the loaders made once and no plotting."""
     monkeypatch.setattr(train, "plot_curves", lambda history, path: None)
-    monkeypatch.setattr(train, "make_loaders", lambda cfg: tiny_loaders)
+    monkeypatch.setattr(loaders, "make_loaders", lambda cfg: tiny_loaders)
 
     def run(val_nmes, resume=False, **cfg):
         monkeypatch.setattr(train, "run_epoch", scripted(val_nmes))
@@ -218,7 +217,7 @@ def test_early_stopping(tmp_path, scripted_training, patience, val_nmes, stop_af
     early = stop_after < len(val_nmes)
     assert result["stopped"].startswith("early stop") == early, result["stopped"]
     assert result["best_val_nme"] == min(val_nmes[:stop_after])
-    _, meta = models.load_model(tmp_path / "best.pt")
+    _, meta = checkpoints.load_model(tmp_path / "best.pt")
     assert meta["metrics"]["epoch"] == best_epoch
     assert len(read_log(tmp_path / "log.csv")) == stop_after
 
@@ -233,7 +232,7 @@ def test_early_stopping_carries_over_a_resume(tmp_path, scripted_training):
     assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
     assert result["stopped"].startswith("early stop")
     assert result["best_val_nme"] == 0.5
-    _, meta = models.load_model(tmp_path / "best.pt")
+    _, meta = checkpoints.load_model(tmp_path / "best.pt")
     assert meta["metrics"]["epoch"] == 1
 
 
@@ -248,17 +247,17 @@ def test_resume_without_a_checkpoint_starts_afresh(tmp_path, scripted_training):
 # --------------------------------------------------------------------------------------------
 def test_no_person_in_both_train_and_validation():
     cfg = TrainConfig(input_size=48, workers=0)
-    train_dl, val_dl = train.make_loaders(cfg)
+    train_dl, val_dl = loaders.make_loaders(cfg)
     train_names, val_names = train_dl.dataset.filenames, val_dl.dataset.filenames
-    train_people = {data_load.person_of(n) for n in train_names}
-    val_people = {data_load.person_of(n) for n in val_names}
+    train_people = {course.person_of(n) for n in train_names}
+    val_people = {course.person_of(n) for n in val_names}
     assert train_people and val_people and not train_people & val_people
-    all_names = data_load.dataset("train").filenames
+    all_names = course.dataset("train").filenames
     assert sorted(train_names + val_names) == sorted(all_names)      # every frame used once
     share = len(val_people) / (len(train_people) + len(val_people))
     assert share == pytest.approx(cfg.val_fraction, abs=0.01)
     # the subsets are taken within each side
-    small_train, small_val = train.make_loaders(TrainConfig(**TINY))
+    small_train, small_val = loaders.make_loaders(TrainConfig(**TINY))
     assert len(small_train.dataset) == 24 and len(small_val.dataset) == 12
     assert set(small_train.dataset.filenames) <= set(train_names)
     assert set(small_val.dataset.filenames) <= set(val_names)
@@ -270,7 +269,7 @@ def test_the_course_net_trains(tmp_path):
                       batch_size=8, workers=0, loss="mse", out=str(tmp_path))
     result = train.train(cfg, progress=False)
     assert result["epochs"] == 1 and math.isfinite(result["best_val_nme"])
-    model, meta = models.load_model(tmp_path / "best.pt", expect_arch="net")
+    model, meta = checkpoints.load_model(tmp_path / "best.pt", expect_arch="net")
     assert isinstance(model, models.Net) and meta["arch_args"] == {"input_size": 64}
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 136)
@@ -284,7 +283,7 @@ def test_bad_settings_are_rejected_before_training(tmp_path):
 
 
 def test_command_line_becomes_the_config():
-    cfg, resume = train.parse_args(["--arch", "net", "--input-size", "64", "--epochs", "3",
+    cfg, resume = config.parse_args(["--arch", "net", "--input-size", "64", "--epochs", "3",
                                     "--no-augment", "--lr", "0.01", "--resume", "--subset", "5"])
     assert resume is True
     assert (cfg.arch, cfg.input_size, cfg.epochs, cfg.augment, cfg.lr, cfg.subset) == \
@@ -292,7 +291,7 @@ def test_command_line_becomes_the_config():
     assert cfg.command.startswith("python train.py --arch net")
     assert cfg.arch_args() == {"input_size": 64}
     assert (cfg.kp_mean, cfg.kp_std) == (32, 16)
-    cfg, resume = train.parse_args([])
+    cfg, resume = config.parse_args([])
     assert resume is False and cfg.arch_args() == {"width": 32}
 
 
@@ -301,27 +300,27 @@ def test_command_line_becomes_the_config():
 # --------------------------------------------------------------------------------------------
 def test_init_starts_from_the_checkpoints_weights(run_a, tmp_path):
     cfg_a, result_a = run_a
-    start, _ = models.load_model(result_a["best"])
+    start, _ = checkpoints.load_model(result_a["best"])
     cfg = TrainConfig(**{**TINY, "epochs": 1, "lr": 0.0, "weight_decay": 0.0},
                       init=result_a["best"], out=str(tmp_path))
     result = train.train(cfg, progress=False)
     # with a zero learning rate, the weights are exactly the ones it started from
     # (batch-norm running statistics aside, which training mode updates)
-    after = models.load_model(result["best"])[0].state_dict()
+    after = checkpoints.load_model(result["best"])[0].state_dict()
     for name, value in start.state_dict().items():
         if "running" not in name and "num_batches" not in name:
             assert torch.equal(after[name], value), name
-    assert models.load_model(result["best"])[1]["train_config"]["init"] == result_a["best"]
+    assert checkpoints.load_model(result["best"])[1]["train_config"]["init"] == result_a["best"]
 
 
 def test_init_from_another_architecture_is_a_clear_error(run_a, tmp_path):
     _, result_a = run_a
     cfg = TrainConfig(**{**TINY, "width": 16}, init=result_a["best"], out=str(tmp_path))
-    with pytest.raises(models.ModelLoadError, match="--width"):
+    with pytest.raises(runtime.ModelLoadError, match="--width"):
         train.train(cfg, progress=False)
     cfg = TrainConfig(**{**TINY, "arch": "net", "input_size": 64}, init=result_a["best"],
                       out=str(tmp_path / "n"))
-    with pytest.raises(models.ModelLoadError, match="not 'net'"):
+    with pytest.raises(runtime.ModelLoadError, match="not 'net'"):
         train.train(cfg, progress=False)
 
 
@@ -332,14 +331,14 @@ def test_the_heatmap_model_trains_and_learns(tmp_path):
     result = train.train(cfg, progress=False)
     losses = [h["train_loss"] for h in result["history"]]
     assert losses[-1] < losses[0]
-    model, meta = models.load_model(tmp_path / "best.pt", expect_arch="heatmap")
+    model, meta = checkpoints.load_model(tmp_path / "best.pt", expect_arch="heatmap")
     assert meta["arch_args"] == {"width": 8, "input_size": 48}
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 136)
 
 
 def test_command_line_augmentation_and_init_options():
-    cfg, _ = train.parse_args(["--flip", "0", "--degrade", "0.25", "--jitter-scale", "0.2",
+    cfg, _ = config.parse_args(["--flip", "0", "--degrade", "0.25", "--jitter-scale", "0.2",
                                "--jitter-shift", "0.1", "--init", "x.pt", "--arch", "heatmap"])
     assert (cfg.flip, cfg.degrade, cfg.jitter_scale, cfg.jitter_shift, cfg.init) == \
         (0.0, 0.25, 0.2, 0.1, "x.pt")
@@ -349,16 +348,16 @@ def test_command_line_augmentation_and_init_options():
 @needs_300w
 def test_extra_data_300w_adds_only_its_training_part(tmp_path):
     cfg = TrainConfig(**TINY, extra_data="300w", out=str(tmp_path))
-    train_dl, val_dl = train.make_loaders(cfg)
-    course, extra = train_dl.dataset.datasets
-    _, held = data_300w.split_300w_files()
-    assert len(course) == 24 and len(extra) + len(held) == len(data_300w.dataset_300w())
+    train_dl, val_dl = loaders.make_loaders(cfg)
+    course_part, extra = train_dl.dataset.datasets
+    _, held = w300.split_300w_files()
+    assert len(course_part) == 24 and len(extra) + len(held) == len(w300.dataset_300w())
     assert not set(extra.filenames) & set(held)
-    assert val_dl.dataset.filenames[0] in data_load.dataset("train").filenames
+    assert val_dl.dataset.filenames[0] in course.dataset("train").filenames
     sample = extra[0]
     assert sample["image"].shape == (1, 48, 48) and sample["keypoints"].shape == (68, 2)
     with pytest.raises(ValueError, match="extra-data"):
-        train.make_loaders(TrainConfig(**TINY, extra_data="afw", out=str(tmp_path)))
+        loaders.make_loaders(TrainConfig(**TINY, extra_data="afw", out=str(tmp_path)))
 
 
 def test_experiments_table_has_one_row_per_setting_with_its_seeds(tmp_path):

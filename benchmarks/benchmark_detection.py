@@ -1,0 +1,198 @@
+"""Any face, any tilt: face detectors and the whole pipeline side by side, upright and turned.
+
+    python benchmark_detection.py                 # every table below -> results/detection_*.md
+    python benchmark_detection.py --subset 100    # a quick look
+    python benchmark_detection.py --part speed    # the speed table alone (an idle machine)
+    python benchmark_detection.py --haar-variants # the Haar set-ups of notebook 3
+
+* faces found: the course test split, ``300w_test`` (300-W test photos) and the held-out fifth
+  of the 300-W training photos, each upright and turned by ±30, ±60, ±90 and 180 degrees (the
+  image turned on a canvas grown to fit, the labels with it: ``evaluate.rotated``); a face is
+  found when a detection gives a crop near the labelled face's (``evaluate.match_detection``);
+* NME through the whole pipeline at each angle (``evaluate.evaluate``, protocol "pipeline");
+* false boxes on face-free pictures bundled with scikit-image (at 1x and 2x);
+* milliseconds per photo of the detector alone, photos up to 1280 px (BlazeFace on each
+  runtime installed: LiteRT and OpenCV's dnn).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import partial
+
+import cv2
+import numpy as np
+import skimage.data
+from tqdm import tqdm
+
+from benchmarks.common import make_pipeline, shown, write_table
+from facial_keypoints.detection import DETECTORS
+from facial_keypoints.detection.blazeface import BlazeFaceDetector, installed_runtimes
+from facial_keypoints.detection.haar import HaarFaceDetector
+from facial_keypoints.evaluation.evaluate import (
+    detection_rates,
+    evaluate,
+    holdout_names,
+    rotated,
+    split_dataset,
+)
+from facial_keypoints.images import as_rgb_array, load_image
+from facial_keypoints.paths import COURSE_IMAGES_DIR, DEFAULT_MODEL, DEFAULT_PHOTO, RESULTS_DIR
+
+ANGLES = (0, 30, -30, 60, -60, 90, -90, 180)
+
+
+#: Pictures without a face, bundled with scikit-image (no download): false-detection check.
+FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "hubble_deep_field",
+             "text", "grass", "gravel", "brick", "cell", "colorwheel", "logo", "microaneurysms",
+             "retina", "immunohistochemistry", "clock", "binary_blobs", "checkerboard",
+             "shepp_logan_phantom")
+
+
+def face_free_images():
+    """(name, RGB uint8 image) for each face-free picture, at 1x and 2x."""
+    for name in FACE_FREE:
+        image = as_rgb_array(getattr(skimage.data, name)())
+        yield name, image
+        yield name + " x2", np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))
+
+
+def face_sets(subset=None):
+    """{name: (split, names)}: the sets whose faces are counted."""
+    return {"course test split": ("test", None), "300w_test": ("300w_test", None),
+            "300-W held-out fifth": ("300w", holdout_names())}
+
+
+def recall_table(detectors, subset=None, angles=ANGLES, progress=True):
+    """Faces found (%) by each detector on each set at each angle."""
+    rows = []
+    for set_name, (split, names) in face_sets().items():
+        ds = split_dataset(split, subset=subset, names=names)
+        samples = [(s["image"], s["keypoints"]) for s in (ds[i] for i in range(len(ds)))]
+        for name, det in detectors.items():
+            row = {"set": set_name, "detector": name, "faces": len(samples)}
+            for angle in tqdm(angles, desc=f"{name} {set_name}", disable=not progress or None):
+                r = detection_rates(det, (rotated(im, gt, angle) for im, gt in samples))
+                row[f"{angle:+d}°" if angle else "0°"] = round(100 * r["found_rate"], 2)
+            rows.append(row)
+    return rows
+
+
+def nme_table(model, subset=None, angles=ANGLES, progress=True):
+    """NME (%) and faces found through the whole pipeline (BlazeFace) at each angle."""
+    pipe = make_pipeline(model, "onnx")
+    rows = []
+    for set_name, (split, names) in face_sets().items():
+        row = {"set": set_name}
+        for angle in tqdm(angles, desc=f"pipeline {set_name}", disable=not progress or None):
+            m, _ = evaluate(pipe, split, "pipeline", subset, progress=False, names=names,
+                            degrees=angle)
+            key = f"{angle:+d}°" if angle else "0°"
+            row[f"NME {key}"] = round(100 * m["nme_mean"], 2)
+            row[f"found {key}"] = f"{m['faces_found']}/{m['faces']}"
+        rows.append(row)
+    return rows
+
+
+def false_boxes(detectors):
+    negatives = list(face_free_images())
+    return [{"detector": name, "face-free pictures": len(negatives),
+             "false boxes": int(sum(len(det(img)) for _, img in negatives))}
+            for name, det in detectors.items()]
+
+
+def speed_photos():
+    """Photos of up to 1280 px: the bundled portrait at 1280 px, the course photos shrunk to
+    fit 1280 px, and a 1280 x 960 picture without a face."""
+    photos = {"portrait 1280 x 1280": cv2.resize(load_image(DEFAULT_PHOTO), (1280, 1280))}
+    for name in ("obamas.jpg", "the_beatles.jpg", "mona_lisa.jpg"):
+        if (COURSE_IMAGES_DIR / name).is_file():
+            image = load_image(COURSE_IMAGES_DIR / name)
+            k = min(1.0, 1280 / max(image.shape[:2]))
+            image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+            photos[f"{name} {image.shape[1]} x {image.shape[0]}"] = image
+    photos["no face 1280 x 960"] = cv2.resize(as_rgb_array(skimage.data.coffee()), (1280, 960))
+    return photos
+
+
+def speed_table(makers, repeat=20, threads=(1, cv2.getNumberOfCPUs())):
+    """ms per photo (median of ``repeat``) and faces found, for each detector (made by
+    ``makers[name]()``) with each number of threads (the last: OpenCV's default, as
+    ``detect.py`` runs; BlazeFace's LiteRT runtime takes OpenCV's number)."""
+    rows = []
+    photos = speed_photos()
+    for name, make in makers.items():
+        for n in dict.fromkeys(threads):
+            cv2.setNumThreads(n)
+            rows.append(_speed_row(name, make(), n, photos, repeat))
+    cv2.setNumThreads(threads[0])
+    return rows
+
+
+def speed_makers():
+    """The detectors of the speed table: BlazeFace on each runtime installed, and Haar."""
+    makers = {f"blazeface ({runtime})": partial(BlazeFaceDetector, runtime=runtime)
+              for runtime in installed_runtimes()}
+    return {**makers, "haar": HaarFaceDetector}
+
+
+def _speed_row(name, det, threads, photos, repeat):
+    row = {"detector": name, "threads": threads}
+    for photo_name, image in photos.items():
+        det(image)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            found = det(image)
+            times.append(time.perf_counter() - t0)
+        row[f"{photo_name}: ms"] = round(1000 * statistics.median(times), 1)
+        row[f"{photo_name}: faces"] = len(found)
+    return row
+
+
+def haar_variants():
+    """The Haar set-ups of notebook 3: the course's plain call, then the project's."""
+    plain = HaarFaceDetector(work_min=1, work_max=10**9, pad=0.0, min_face=0.0)
+    return {
+        "plain frontalface_default (course)": plain,
+        "HaarFaceDetector (working size + border padding)": HaarFaceDetector(),
+        "+ alt2 cascade": HaarFaceDetector(frontal=("haarcascade_frontalface_default.xml",
+                                                    "haarcascade_frontalface_alt2.xml")),
+        "+ profile cascade (and mirrored)": HaarFaceDetector(profile=True),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--subset", type=int, default=None, help="only N faces of each set")
+    p.add_argument("--haar-variants", action="store_true",
+                   help="compare the Haar set-ups of notebook 3 instead (upright faces)")
+    p.add_argument("--part", choices=("all", "speed", "accuracy"), default="all",
+                   help="only the speed table (needs an idle machine), or only the others")
+    p.add_argument("--out", default=str(RESULTS_DIR))
+    args = p.parse_args(argv)
+    cv2.setNumThreads(1)
+    if args.haar_variants:
+        detectors = haar_variants()
+        write_table(recall_table(detectors, args.subset, angles=(0,)), args.out,
+                    "detection_haar", "Haar set-ups: faces found (%), upright")
+        write_table(false_boxes(detectors), args.out, "detection_haar_false",
+                    "Haar set-ups: false boxes on face-free pictures")
+        return 0
+    detectors = {name: make() for name, make in DETECTORS.items()}
+    if args.part in ("all", "speed"):
+        write_table(speed_table(speed_makers()), args.out, "detection_speed",
+                    "Face detectors: ms per photo (median of 20) with one thread and with "
+                    "OpenCV's default number (as detect.py runs), and faces found")
+    if args.part == "speed":
+        return 0
+    write_table(false_boxes(detectors), args.out, "detection_false",
+                "Face detectors: false boxes on face-free pictures (scikit-image, 1x and 2x)")
+    write_table(recall_table(detectors, args.subset), args.out, "detection_recall",
+                "Face detectors: faces found (%) upright and turned")
+    write_table(nme_table(args.model, args.subset), args.out, "detection_nme",
+                f"The whole pipeline (BlazeFace, {shown(args.model)}): NME % and "
+                f"faces found, upright and turned")
+    return 0

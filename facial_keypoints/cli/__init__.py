@@ -1,0 +1,1 @@
+"""The commands (``fkp-*``): each parses its arguments and calls the package."""

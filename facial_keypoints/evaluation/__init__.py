@@ -1,0 +1,1 @@
+"""Metrics (NME, failure rate, CED AUC) and the evaluation protocols."""

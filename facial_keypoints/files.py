@@ -1,0 +1,111 @@
+"""Small helpers shared by every module: atomic file writes, hashing, one-line error text.
+
+Every file the project writes (checkpoints, exports, logs, tables, model cards, JSON results,
+downloaded data) goes through ``atomic_path``: written to a temporary file beside the target
+and renamed over it when complete, so an interruption leaves the last good file intact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path):
+    """A temporary file beside ``path`` to write; renamed to ``path`` (an ordinary 0644 file)
+    when the block ends, removed if it raises: never a half-written ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; what we write is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(dest):
+    """A staging folder beside ``dest`` to fill; when the block ends it takes the place of
+    ``dest`` (the old one moved aside, then removed); if the block raises, ``dest`` is left as
+    it was and the staging folder is removed. An interruption between the two renames puts
+    the old folder back."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        staging, old = Path(tmp) / dest.name, Path(tmp) / "old"
+        staging.mkdir()
+        yield staging
+        if dest.exists():
+            os.replace(dest, old)
+        try:
+            os.replace(staging, dest)
+        except BaseException:
+            if old.exists():
+                os.replace(old, dest)
+            raise
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=1))
+
+
+@contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to the process's standard error (file descriptor 2)
+    inside the block, e.g. a library's start-up notice; Python's own errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def first_line(error, limit=200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (an empty
+    message, e.g. a bare ``EOFError()``, gives '')."""
+    return (str(error).splitlines() or [""])[0][:limit]
+
+
+def one_line(error) -> str:
+    """The message of an error; for one re-raised from a data loader worker, which carries the
+    worker's traceback in its text, only the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
+    return text
+
+
+def annotated_name(out_dir, path, suffix=None) -> Path:
+    """Where the annotated copy of the input ``path`` goes in ``out_dir``."""
+    p = Path(path)
+    return Path(out_dir) / f"{p.stem}_keypoints{suffix or p.suffix or '.png'}"

@@ -1,0 +1,1 @@
+"""Using the keypoints: drawing, face filters and art, face geometry (alignment, pose)."""

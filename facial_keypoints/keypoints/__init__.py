@@ -1,0 +1,1 @@
+"""The keypoint model: its runtimes, the pipeline (the API), networks, checkpoints, export."""

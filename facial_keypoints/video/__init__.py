@@ -1,0 +1,1 @@
+"""Video: faces tracked across frames, One Euro smoothing, videos through the pipeline."""
