@@ -1,9 +1,9 @@
 """Speed and accuracy on this machine's CPU, side by side with dlib: prints what it measures.
 
-    python benchmark.py                      # speed: keypoint step, full pipeline, video
-    python benchmark.py --dlib               # + this project against dlib, same faces, one run
-    python benchmark.py --models a.pt b.pt   # one row per model: size, latency, test NME
-    python benchmark.py --confidence         # does the model's confidence flag its failures?
+    python -m benchmarks.benchmark  # speed: keypoint step, full pipeline, video
+    python -m benchmarks.benchmark --dlib  # + this project against dlib, same faces, one run
+    python -m benchmarks.benchmark --models a.pt b.pt  # one row per model: size, latency, test NME
+    python -m benchmarks.benchmark --confidence  # does the model's confidence flag its failures?
 
 * keypoint step: the network on one face crop at batch 1 (crop + normalise + forward + map
   back), per face, median of repeated runs, with the PyTorch and the ONNX back-ends (each set
@@ -449,7 +449,7 @@ def main(argv=None):
             dlib_systems = {f"dlib HOG (upsample {u}) + 68-point predictor": DlibPipeline(u)
                             for u in (0, 1)}
         except RuntimeError as e:
-            print(f"benchmark.py: error: {e}", file=sys.stderr)
+            print(f"benchmarks.benchmark: error: {e}", file=sys.stderr)
             return 2
         ours = {f"this project ({b})": make_pipeline(args.model, b, args.flip_tta)
                 for b in ("torch", "onnx")}

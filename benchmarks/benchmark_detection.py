@@ -1,9 +1,9 @@
 """Any face, any tilt: face detectors and the whole pipeline side by side, upright and turned.
 
-    python benchmark_detection.py                 # every table below -> results/detection_*.md
-    python benchmark_detection.py --subset 100    # a quick look
-    python benchmark_detection.py --part speed    # the speed table alone (an idle machine)
-    python benchmark_detection.py --haar-variants # the Haar set-ups of notebook 3
+    python -m benchmarks.benchmark_detection  # every table below -> results/detection_*.md
+    python -m benchmarks.benchmark_detection --subset 100  # a quick look
+    python -m benchmarks.benchmark_detection --part speed  # the speed table alone (an idle machine)
+    python -m benchmarks.benchmark_detection --haar-variants # the Haar set-ups of notebook 3
 
 * faces found: the course test split, ``300w_test`` (300-W test photos) and the held-out fifth
   of the 300-W training photos, each upright and turned by ±30, ±60, ±90 and 180 degrees (the

@@ -1,6 +1,6 @@
 """300-W: faces in the wild with the iBUG 68-point mark-up, in the course's crop-and-CSV layout.
 
-* ``dataset_300w``: the crops in ``data/300w_train`` (copied from a mirror by ``fetch_data.py``)
+* ``dataset_300w``: the crops in ``data/300w_train`` (copied from a mirror by ``data.fetch``)
   through the course's dataset class;
 * ``split_300w`` / ``split_300w_files``: a held-out fifth, by photo (near-duplicates together);
 * ``convert_300w``: 300-W as its publishers (iBUG) distribute it — images with ``.pts`` files —
@@ -73,7 +73,7 @@ def split_300w_files(data_dir=None, holdout_fraction=0.2, seed=0):
 
 def dataset_300w(transform=None, data_dir=None, name=W300_NAME, **kwargs):
     """300-W crops through the course's dataset class (same CSV layout): ``name`` is one of
-    ``fetch_data.W300_SETS`` (``300w_train``, ``300w_afw``, ``300w_test``)."""
+    ``data.fetch.W300_SETS`` (``300w_train``, ``300w_afw``, ``300w_test``)."""
     folder = Path(data_dir or DATA_DIR) / name
     return FacialKeypointsDataset(folder / "keypoints.csv", folder / "images", transform, **kwargs)
 

@@ -16,7 +16,7 @@ from facial_keypoints.paths import COURSE_IMAGES_DIR
 
 #: The kinds of art.
 ART_KINDS = ("sunglasses", "moustache", "hat")
-#: The course's PNG for each kind of art (in ``data_load.COURSE_IMAGES_DIR``).
+#: The course's PNG for each kind of art (in ``paths.COURSE_IMAGES_DIR``).
 COURSE_ART = {"sunglasses": "sunglasses.png", "moustache": "moustache.png",
               "hat": "straw_hat.png"}
 
@@ -234,8 +234,8 @@ def own_art(kind) -> np.ndarray:
 
 def load_art(kind, prefer_course=False, folder=None) -> np.ndarray:
     """The RGBA art for ``kind``: the course's PNG (``COURSE_ART``, from ``folder``, default
-    ``data_load.COURSE_IMAGES_DIR``) when ``prefer_course`` and the file is there, else the
-    project's own drawing. The course PNGs are fetched by ``fetch_data.py``, never shipped."""
+    ``paths.COURSE_IMAGES_DIR``) when ``prefer_course`` and the file is there, else the
+    project's own drawing. The course PNGs are fetched by ``fkp-fetch-data``, never shipped."""
     if kind not in ART_KINDS:
         raise ValueError(f"unknown kind of art {kind!r}; expected one of {ART_KINDS}")
     if prefer_course:

@@ -29,6 +29,7 @@ from facial_keypoints.keypoints.runtime import (
     ModelLoadError,
     OnnxExportError,
     OnnxKeypointModel,
+    current_export,
     onnx_path_for,
 )
 from facial_keypoints.paths import DEFAULT_MODEL
@@ -96,14 +97,9 @@ def onnx_model_for(checkpoint, threads=None) -> OnnxKeypointModel:
     candidates = [onnx_path_for(checkpoint),
                   Path(tempfile.gettempdir()) / f"facial-keypoints-{sha[:16]}.onnx"]
     for path in candidates:
-        if path.is_file():
-            try:
-                model = OnnxKeypointModel(path, threads)
-            except OnnxExportError:
-                continue  # damaged: export again below
-            if model.metadata.get("checkpoint_sha256") == sha and \
-                    model.metadata.get("export_format") == str(EXPORT_FORMAT):
-                return model
+        model = current_export(path, checkpoint, threads)
+        if model is not None:
+            return model
     for path in candidates:
         try:
             export_onnx(checkpoint, path)

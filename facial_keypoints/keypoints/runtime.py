@@ -87,18 +87,26 @@ class OnnxKeypointModel:
         return coords, conf
 
 
+def current_export(path, checkpoint, threads=None):
+    """The ONNX file at ``path`` opened, when it exists, loads and was exported from this very
+    checkpoint by this export format (``keypoints.export`` records both); else None."""
+    if not Path(path).is_file():
+        return None
+    try:
+        model = OnnxKeypointModel(path, threads)
+    except OnnxExportError:
+        return None  # damaged: to be exported again
+    current = model.metadata.get("export_format") == str(EXPORT_FORMAT) and \
+        model.metadata.get("checkpoint_sha256") == file_sha256(checkpoint)
+    return model if current else None
+
+
 def _onnx_for_checkpoint(checkpoint, threads=None) -> OnnxKeypointModel:
-    """The checkpoint's ONNX twin when it is there and was exported from this very checkpoint
-    (the shipped model's is), else exported now (PyTorch needed)."""
-    twin = onnx_path_for(checkpoint)
-    if twin.is_file():
-        try:
-            model = OnnxKeypointModel(twin, threads)
-        except OnnxExportError:
-            model = None  # damaged: export again below
-        if model is not None and model.metadata.get("export_format") == str(EXPORT_FORMAT) and \
-                model.metadata.get("checkpoint_sha256") == file_sha256(checkpoint):
-            return model
+    """The checkpoint's ONNX twin when it is current (the shipped model's is), else exported
+    now (``keypoints.export``, which needs PyTorch)."""
+    model = current_export(onnx_path_for(checkpoint), checkpoint, threads)
+    if model is not None:
+        return model
     try:
         from facial_keypoints.keypoints.export import onnx_model_for  # optional: needs torch
     except ImportError:

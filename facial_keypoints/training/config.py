@@ -58,7 +58,8 @@ class TrainConfig:
     """Every setting of a training run: the one declaration that the command line is built
     from (``build_parser``) and that each checkpoint stores (``train_config``)."""
     # the model
-    arch: str = option("resnet18", "model architecture (models.py)", choices=tuple(ARCHITECTURES))
+    arch: str = option("resnet18", "model architecture (keypoints/nets.py; net: the course's "
+                       "models.py)", choices=ARCHITECTURES)  # live: the course adds "net"
     width: int = option(32, "encoder channel width (64: torchvision's resnet18)")
     input_size: int = option(112, "side of the square model input, in pixels")
     color: bool = option(False, "RGB input (--no-color: grayscale)")
@@ -154,7 +155,7 @@ class TrainConfig:
         for f in fields(self):
             allowed = f.metadata.get("choices")
             if allowed is not None and getattr(self, f.name) not in allowed:
-                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {allowed}, got "
+                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {list(allowed)}, got "
                                  f"{getattr(self, f.name)!r}")
         if self.arch == "net" and (self.markups != "course" or self.color):
             raise ValueError("the course Net has one grayscale head: leave out --markups "

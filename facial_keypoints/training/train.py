@@ -1,4 +1,5 @@
-"""Train a keypoint model: one function, one command, for every model in ``models.py``.
+"""Train a keypoint model: one function, one command, for every network of ``keypoints.nets``
+(and the course's ``Net``, which ``models.py`` registers).
 
 Examples::
 
