@@ -90,10 +90,12 @@ def test_fkp_detect_from_another_folder_gives_the_full_environments_keypoints(li
     assert "site-packages" in imported.stdout, imported.stderr
 
 
-def test_the_torch_backend_in_the_light_install_names_the_extra(light, tmp_path):
+@pytest.mark.parametrize("command", [["fkp-detect", DEFAULT_PHOTO, "--backend", "torch"],
+                                     ["fkp-train", "--epochs", "1"], ["fkp-evaluate"]],
+                         ids=lambda c: " ".join(map(str, c[:1] + c[2:])))
+def test_what_needs_torch_in_the_light_install_names_the_extra(light, tmp_path, command):
     bin_dir, _, _ = light
-    done = run([bin_dir / "fkp-detect", DEFAULT_PHOTO, "--backend", "torch", "--quiet"],
-               cwd=tmp_path)
+    done = run([bin_dir / command[0], *command[1:]], cwd=tmp_path)
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "pip install 'facial-keypoints[train]'" in line

@@ -41,9 +41,12 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path):
-    """(module imported, line, at the top level?) for each import in a file."""
+    """(module imported, line, at the top level?) for each import in a file (an import in a
+    module-level ``try`` is at the top; one in a function or class is not)."""
     tree = ast.parse(path.read_text())
-    top = {id(node) for node in tree.body}
+    inside = {id(n) for f in ast.walk(tree)        # imports in a function or class body
+              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+              for n in ast.walk(f)}
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -52,7 +55,7 @@ def imports(path: Path):
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
-        found += [(n, node.lineno, id(node) in top) for n in names]
+        found += [(n, node.lineno, id(node) not in inside) for n in names]
     return found
 
 
@@ -180,3 +183,16 @@ except ModelLoadError as e:
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert "pip install 'facial-keypoints[train]'" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "ship", "export", "fetch_data"])
+def test_a_training_command_without_torch_names_the_extra(tmp_path, command):
+    code = BLOCK_HEAVY + f"""
+from facial_keypoints.cli.{command} import main
+sys.exit(main(['--help']))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "pip install 'facial-keypoints[train]'" in line and "Traceback" not in line

@@ -155,7 +155,8 @@ class TrainConfig:
         for f in fields(self):
             allowed = f.metadata.get("choices")
             if allowed is not None and getattr(self, f.name) not in allowed:
-                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {list(allowed)}, got "
+                raise ValueError(f"--{f.name.replace('_', '-')} must be one of "
+                                 f"{list(allowed)}, got "
                                  f"{getattr(self, f.name)!r}")
         if self.arch == "net" and (self.markups != "course" or self.color):
             raise ValueError("the course Net has one grayscale head: leave out --markups "
