@@ -14,8 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from facial_keypoints import landmarks
+from facial_keypoints import images, landmarks
 from facial_keypoints.data import course, fetch
+from facial_keypoints.paths import DEFAULT_PHOTO
+from helpers_keypoints import make_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,3 +211,16 @@ def fake_mirror(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "SPLITS", FAKE_SPLITS)
     monkeypatch.setenv(fetch.MIRROR_ENV, str(mirror))
     return mirror
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A tiny random model (helpers_keypoints.make_tiny_checkpoint), made once."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """The bundled photo as an RGB array."""
+    return images.load_image(DEFAULT_PHOTO)
+

@@ -2,6 +2,9 @@
 synthetic faces and the location of the dataset and the bundled photo."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +63,21 @@ def iou(a, b):
     iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
     ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
     return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)
+
+
+#: The environment for commands the tests start: one thread each, no data mirror.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV.pop(fetch.MIRROR_ENV, None)
+
+
+def run_py(*args, timeout=300):
+    """``python ARGS`` in the repository, as a user runs it; the completed process."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def listing(folder):
+    """The files and folders under ``folder``, relative, sorted ([] when it does not exist)."""
+    folder = Path(folder)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+

@@ -30,7 +30,7 @@ from conftest import FUZZ_COUNTS
 from facial_keypoints import images
 from facial_keypoints.images import ImageReadError
 from facial_keypoints.keypoints import pipeline
-from helpers_keypoints import ASTRONAUT, ROOT, make_tiny_checkpoint
+from helpers_keypoints import ROOT, make_tiny_checkpoint
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -38,11 +38,6 @@ FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
 MODES = ["L", "LA", "RGB", "RGBA", "P", "I;16", "CMYK", "1"]
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 LOSSLESS = {"PNG", "BMP", "TIFF"}
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    return images.load_image(ASTRONAUT)
 
 
 @pytest.fixture(scope="module")
