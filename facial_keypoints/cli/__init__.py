@@ -1,13 +1,53 @@
-"""The commands (``fkp-*``): each parses its arguments and calls the package."""
+"""The commands (``fkp-*``): each module parses its arguments and calls the package.
 
+``fkp-detect`` runs on the light install. The others train, evaluate, ship, export or fetch the
+training data and need the ``[train]`` extra (PyTorch, pandas): their entry points below start
+them, or say in one line which extra to install where it is missing.
+"""
+from __future__ import annotations
+
+import importlib
 import sys
 
-#: The commands that need the ``[train]`` extra (PyTorch, pandas), and what they do.
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
+#: What the [train] extra brings: a command that cannot import one of these says so.
+TRAIN_PACKAGES = {"torch", "torchvision", "pandas", "matplotlib", "onnx", "onnxscript"}
 
 
 def missing_extra(prog, error) -> int:
     """One line for a command started where its extra is not installed; exit status 2."""
-    print(f"{prog}: error: this command needs the [train] extra ({error}): {TRAIN_EXTRA}",
-          file=sys.stderr)
+    print(f"{prog}: error: this command needs the [train] extra (no module named "
+          f"{error.name!r}): {TRAIN_EXTRA}", file=sys.stderr)
     return 2
+
+
+def _run(module, prog, argv=None):
+    """``facial_keypoints.cli.<module>.main(argv)``, or the one line of ``missing_extra`` when
+    the module cannot import a package of the [train] extra (an optional back-end)."""
+    try:
+        main = importlib.import_module(f"{__name__}.{module}").main
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_PACKAGES:
+            raise
+        return missing_extra(prog, e)
+    return main(argv)
+
+
+def train(argv=None):
+    return _run("train", "fkp-train", argv)
+
+
+def evaluate(argv=None):
+    return _run("evaluate", "fkp-evaluate", argv)
+
+
+def ship(argv=None):
+    return _run("ship", "fkp-ship", argv)
+
+
+def export(argv=None):
+    return _run("export", "fkp-export", argv)
+
+
+def fetch_data(argv=None):
+    return _run("fetch_data", "fkp-fetch-data", argv)

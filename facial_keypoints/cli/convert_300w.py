@@ -7,22 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from facial_keypoints.cli import missing_extra
-
-try:  # the light install has no PyTorch: say which extra to install
-    from facial_keypoints.data.course import DataError
-    from facial_keypoints.data.fetch import W300_NAME
-    from facial_keypoints.data.w300 import convert_300w
-    from facial_keypoints.paths import DATA_DIR
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.data.course import DataError
+from facial_keypoints.data.fetch import W300_NAME
+from facial_keypoints.data.w300 import convert_300w
+from facial_keypoints.paths import DATA_DIR
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("convert_300w", MISSING)
     parser = argparse.ArgumentParser(description="Convert 300-W folders of images + .pts files "
                                      "(from its publishers) into data/300w_train.")
     parser.add_argument("sources", nargs="+", metavar="[PREFIX=]FOLDER")

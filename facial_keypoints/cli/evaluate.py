@@ -7,30 +7,21 @@ import json
 import shlex
 import sys
 
-from facial_keypoints.cli import missing_extra
-
-try:  # the light install has no PyTorch: say which extra to install
-    from facial_keypoints.detection import DETECTORS
-    from facial_keypoints.detection.base import save_calibration
-    from facial_keypoints.evaluation.evaluate import (
-        PROTOCOL_TITLES,
-        calibrate_detector,
-        evaluate,
-        holdout_names,
-    )
-    from facial_keypoints.evaluation.metrics import format_metrics
-    from facial_keypoints.files import atomic_write_json
-    from facial_keypoints.keypoints.pipeline import KeypointPipeline
-    from facial_keypoints.paths import DEFAULT_MODEL
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.detection import DETECTORS
+from facial_keypoints.detection.base import save_calibration
+from facial_keypoints.evaluation.evaluate import (
+    PROTOCOL_TITLES,
+    calibrate_detector,
+    evaluate,
+    holdout_names,
+)
+from facial_keypoints.evaluation.metrics import format_metrics
+from facial_keypoints.files import atomic_write_json
+from facial_keypoints.keypoints.pipeline import KeypointPipeline
+from facial_keypoints.paths import DEFAULT_MODEL
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("fkp-evaluate", MISSING)
     p = argparse.ArgumentParser(description="Evaluate a keypoint model on the test split.")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--protocol", choices=["crop", "pipeline", "both"], default="both")

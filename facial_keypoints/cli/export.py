@@ -4,24 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facial_keypoints.cli import missing_extra
-
-try:  # the light install has no PyTorch: say which extra to install
-    from facial_keypoints.keypoints.export import export_onnx
-    from facial_keypoints.keypoints.runtime import (
-        ModelLoadError,
-        OnnxExportError,
-    )
-    from facial_keypoints.paths import DEFAULT_MODEL
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.keypoints.export import export_onnx
+from facial_keypoints.keypoints.runtime import (
+    ModelLoadError,
+    OnnxExportError,
+)
+from facial_keypoints.paths import DEFAULT_MODEL
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("fkp-export", MISSING)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint written by train.py")
     p.add_argument("--out", default=None, help="ONNX file (default: beside the checkpoint)")

@@ -6,27 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facial_keypoints.cli import missing_extra
-
-try:  # the light install has no PyTorch: say which extra to install
-    from facial_keypoints.data.course import DataError
-    from facial_keypoints.data.fetch import (
-        W300_SETS,
-        check_dataset,
-        fetch_300w,
-        fetch_course_images,
-        fetch_dataset,
-    )
-    from facial_keypoints.paths import COURSE_IMAGES_DIR, DATA_DIR
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.data.course import DataError
+from facial_keypoints.data.fetch import (
+    W300_SETS,
+    check_dataset,
+    fetch_300w,
+    fetch_course_images,
+    fetch_dataset,
+)
+from facial_keypoints.paths import COURSE_IMAGES_DIR, DATA_DIR
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("fkp-fetch-data", MISSING)
     parser = argparse.ArgumentParser(description="Fetch the dataset into data/ and the course "
                                      "photos into images/course/.")
     parser.add_argument("--data-dir", default=str(DATA_DIR))

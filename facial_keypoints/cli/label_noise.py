@@ -6,21 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facial_keypoints.cli import missing_extra
+import numpy as np
 
-try:  # the light install has no PyTorch: say which extra to install
-    import numpy as np
-
-    from facial_keypoints.evaluation.label_noise import label_noise
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.evaluation.label_noise import label_noise
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("label_noise", MISSING)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", choices=["train", "test"], default="train")
     args = p.parse_args(argv)

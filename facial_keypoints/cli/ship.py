@@ -7,22 +7,13 @@ import argparse
 import shlex
 import sys
 
-from facial_keypoints.cli import missing_extra
-
-try:  # the light install has no PyTorch: say which extra to install
-    from facial_keypoints.detection.base import DetectorWeightsError
-    from facial_keypoints.keypoints.pipeline import KeypointPipeline
-    from facial_keypoints.keypoints.runtime import ModelLoadError
-    from facial_keypoints.training.ship import measure_and_ship
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.detection.base import DetectorWeightsError
+from facial_keypoints.keypoints.pipeline import KeypointPipeline
+from facial_keypoints.keypoints.runtime import ModelLoadError
+from facial_keypoints.training.ship import measure_and_ship
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("fkp-ship", MISSING)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the checkpoint to ship (train.py's best.pt)")
     p.add_argument("--dest", required=True,

@@ -7,30 +7,21 @@ import os
 import sys
 from pathlib import Path
 
-from facial_keypoints.cli import missing_extra
+import torch.distributed as dist
 
-try:  # the light install has no PyTorch: say which extra to install
-    import torch.distributed as dist
-
-    from facial_keypoints.data.course import DataError
-    from facial_keypoints.data.fetch import fetch_dataset
-    from facial_keypoints.files import one_line
-    from facial_keypoints.images import ImageReadError
-    from facial_keypoints.keypoints.runtime import ModelLoadError
-    from facial_keypoints.training.config import parse_args
-    from facial_keypoints.training.loaders import (
-        start_runtime,
-    )
-    from facial_keypoints.training.train import train
-except ImportError as e:
-    MISSING = e
-else:
-    MISSING = None
+from facial_keypoints.data.course import DataError
+from facial_keypoints.data.fetch import fetch_dataset
+from facial_keypoints.files import one_line
+from facial_keypoints.images import ImageReadError
+from facial_keypoints.keypoints.runtime import ModelLoadError
+from facial_keypoints.training.config import parse_args
+from facial_keypoints.training.loaders import (
+    start_runtime,
+)
+from facial_keypoints.training.train import train
 
 
 def main(argv=None):
-    if MISSING is not None:
-        return missing_extra("fkp-train", MISSING)
     cfg, resume = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     rt = None
