@@ -8,4 +8,4 @@ import models  # noqa: F401  (registers the course's Net, for its checkpoints)
 from facial_keypoints.cli.detect import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="detect.py"))

@@ -12,7 +12,7 @@
   image, on the bundled photo, the course photos (when fetched) and the test split;
 * video: a 640 x 480 clip made from the bundled photo along a known path (a still face seen
   through camera noise; a face that drifts and turns by up to 40 degrees), tracked
-  (``tracking.FaceTracker``): frames per second, frames without the face, and keypoint
+  (``video.tracker.FaceTracker``): frames per second, frames without the face, and keypoint
   jitter (still face) and lag (moving face) raw, with the old exponential smoother and with
   the One Euro filter;
 * ``--dlib``: on every face of the course test split and of ``300w_test`` (300-W test photos
@@ -362,7 +362,7 @@ def model_row(path, frames=None, progress=True, tmp=None):
                     "test FR@8 %": round(100 * summary["fr@8"], 2)})
     else:
         ckpt.unlink()
-        ckpt.with_suffix(".onnx").unlink(missing_ok=True)  # its export (export.onnx_path_for)
+        ckpt.with_suffix(".onnx").unlink(missing_ok=True)  # its export (runtime.onnx_path_for)
         row.update({"test faces found": None, "test NME mean %": None,
                     "test NME median %": None, "test FR@8 %": None})
     return row

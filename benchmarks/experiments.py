@@ -5,8 +5,8 @@ changes one of loss, optimiser (at the same learning rate), batch size or number
 trains with ``train.train`` on the same frames and the same person split, once per seed, and
 records the measured validation NME (mean and spread over the seeds) and wall time::
 
-    python experiments.py                       # writes runs/experiments/experiments.csv
-    python experiments.py --subset 1500 --epochs 6 --seeds 0 1 2
+    python -m benchmarks.experiments            # writes runs/experiments/experiments.csv
+    python -m benchmarks.experiments --subset 1500 --epochs 6 --seeds 0 1 2
 
 Rows are real runs: nothing is copied or estimated. The runs are short (a subset of frames and
 a few epochs) so that the whole grid fits a few minutes on two CPU cores; they rank the choices,
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from facial_keypoints.files import atomic_path
+from facial_keypoints.paths import RUNS_DIR
 from facial_keypoints.training.config import TrainConfig
 from facial_keypoints.training.train import train
 
@@ -86,7 +87,7 @@ def base_config(subset=1500, epochs=5, input_size=96, seed=0, threads=None, val_
                        batch_size=32, epochs=epochs, augment=False, subset=subset,
                        val_subset=val_subset,
                        seed=seed, patience=10_000, workers=0, threads=threads,
-                       command="experiments.py")
+                       command="python -m benchmarks.experiments")
 
 
 def main(argv=None):
@@ -95,7 +96,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--val-subset", type=int, default=None, help="validation frames per run")
     p.add_argument("--input-size", type=int, default=96)
-    p.add_argument("--out", default="runs/experiments")
+    p.add_argument("--out", default=str(RUNS_DIR / "experiments"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args(argv)

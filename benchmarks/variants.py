@@ -1,11 +1,13 @@
 """Which small model is accurate on faces in the wild? Short real runs, one factor at a time.
 
-    python variants.py                      # train every variant (finished ones are kept),
-                                            # then measure each one's latency: results/variants.md
-    python variants.py --only pip,pip_wing  # some of them
-    python variants.py --latency-only       # measure again (on an idle machine)
-    python variants.py --latency-only --out runs/variants_round1 --table variants_round1 \
-        --note "..."                        # an earlier round, kept in its own table
+    # train every variant (finished ones are kept), then measure each one's latency:
+    # results/variants.md
+    python -m benchmarks.variants
+    python -m benchmarks.variants --only pip,pip_wing  # some of them
+    python -m benchmarks.variants --latency-only       # measure again (on an idle machine)
+    # an earlier round, kept in its own table
+    python -m benchmarks.variants --latency-only --out runs/variants_round1 \
+        --table variants_round1 --note "..."
 
 Every variant trains on the same faces — the course's training people and four fifths of the
 300-W training photos with AFW — for the same number of epochs, and is measured on the same
@@ -35,7 +37,8 @@ from facial_keypoints.training.train import train
 BASE = TrainConfig(arch="resnet18", width=32, input_size=112, extra_data="300w+afw",
                    markups="course,300w", mix_300w=0.5, epochs=6, flip=0.0, flip_300w=0.5,
                    degrees=20, degrade=0.25, jitter_scale=0.15, jitter_shift=0.08, gamma=0.3,
-                   loss="l1", lr=1e-3, batch_size=32, workers=1, command="variants.py")
+                   loss="l1", lr=1e-3, batch_size=32, workers=1,
+                   command="python -m benchmarks.variants")
 PIP = {"arch": "pip", "input_size": 128}
 HEATMAP = {"arch": "heatmap"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -109,3 +110,18 @@ def annotated_name(out_dir, path, suffix=None) -> Path:
     """Where the annotated copy of the input ``path`` goes in ``out_dir``."""
     p = Path(path)
     return Path(out_dir) / f"{p.stem}_keypoints{suffix or p.suffix or '.png'}"
+
+
+def command_line(argv=None, prog=None) -> str:
+    """How this process was started, as one would type it again: ``fkp-train --epochs 3``, or
+    for a script ``python train.py --epochs 3`` (``python -m pkg.mod`` for a module run with
+    ``-m``). ``argv``: the arguments (default ``sys.argv[1:]``); ``prog``: the program as typed
+    (default: from ``sys.argv[0]``)."""
+    if prog is None:
+        script = Path(sys.argv[0])
+        if script.suffix == ".py" and (script.parent / "__init__.py").is_file():
+            prog = f"python -m {script.parent.name}.{script.stem}"
+        else:
+            prog = f"python {script.name}" if script.suffix == ".py" else script.name
+    return " ".join([prog, shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+

@@ -24,10 +24,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 def _checkout():
     """The repository folder when the package is imported from a checkout (an editable
-    install, or the repository as the working folder), else None."""
-    root = PACKAGE_DIR.parent
-    return root if (root / "pyproject.toml").is_file() and (root / "data_load.py").is_file() \
-        else None
+    install, or the repository as the working folder): the folder above the package whose
+    ``pyproject.toml`` names this project. Else None (an installed package)."""
+    project = PACKAGE_DIR.parent / "pyproject.toml"
+    try:
+        named = 'name = "facial-keypoints"' in project.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return PACKAGE_DIR.parent if named else None
 
 
 def _user_cache() -> Path:

@@ -19,8 +19,6 @@ from facial_keypoints.data import course, fetch
 from facial_keypoints.paths import DEFAULT_PHOTO
 from helpers_keypoints import make_tiny_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # Other work (a training run) shares this machine: keep the tests on one thread.
 torch.set_num_threads(1)
 

@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,8 +15,8 @@ from facial_keypoints import files
 from facial_keypoints.detection import base, blazeface
 from facial_keypoints.detection.base import box_overlaps
 from facial_keypoints.paths import BLAZEFACE_DIR, DEFAULT_PHOTO, PACKAGE_DIR
+from helpers_keypoints import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PHOTO = DEFAULT_PHOTO
 #: A Haar box (x, y, w, h) of the face in the bundled photo.
 HAAR_BOX = (176, 65, 97, 97)
@@ -34,7 +33,7 @@ def weights():
 
 
 
-#: For the tests that need LiteRT (optional: it has no Windows wheel).
+#: For the tests that need LiteRT (optional: it has no wheel for Intel macOS).
 needs_litert = pytest.mark.skipif("litert" not in blazeface.installed_runtimes(),
                                   reason="ai-edge-litert is not installed")
 

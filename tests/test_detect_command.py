@@ -255,7 +255,7 @@ def test_main_unusable_model_file_exits_2(tmp_path, good_image, capsys):
     for model in (tmp_path / "missing.pt", damaged):
         assert detect_cmd.main([good_image, "--model", str(model), "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("detect.py: error:") and str(model) in err
+        assert err.startswith("fkp-detect: error:") and str(model) in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -274,7 +274,7 @@ def test_main_malformed_boxes_file_exits_2(tmp_path, tiny_ckpt, good_image, caps
                             "--quiet"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("detect.py: error:") and "boxes" in err
+    assert err.startswith("fkp-detect: error:") and "boxes" in err
 
 
 def test_main_missing_boxes_file_exits_2(tmp_path, tiny_ckpt, good_image, capsys):

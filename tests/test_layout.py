@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers_keypoints import ROOT
+
 PACKAGE = ROOT / "facial_keypoints"
 TOP_LEVEL = sorted(p.stem for p in ROOT.glob("*.py"))
 PACKAGE_FILES = sorted(PACKAGE.rglob("*.py"))

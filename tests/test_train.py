@@ -284,7 +284,8 @@ def test_bad_settings_are_rejected_before_training(tmp_path):
 
 def test_command_line_becomes_the_config():
     cfg, resume = config.parse_args(["--arch", "net", "--input-size", "64", "--epochs", "3",
-                                    "--no-augment", "--lr", "0.01", "--resume", "--subset", "5"])
+                                    "--no-augment", "--lr", "0.01", "--resume", "--subset", "5"],
+                                    prog="python train.py")
     assert resume is True
     assert (cfg.arch, cfg.input_size, cfg.epochs, cfg.augment, cfg.lr, cfg.subset) == \
         ("net", 64, 3, False, 0.01, 5)

@@ -27,9 +27,9 @@ from facial_keypoints.keypoints.runtime import BACKENDS, ModelLoadError
 from facial_keypoints.paths import DEFAULT_MODEL, DEFAULT_PHOTO
 
 
-def build_parser():
+def build_parser(prog="fkp-detect"):
     p = argparse.ArgumentParser(
-        prog="detect.py",
+        prog=prog,
         description="Find every face in images, folders of images or videos and predict 68 "
                     "keypoints (iBUG order) on each, in the original image's pixels.",
         epilog="Exit status: 0 when every input was read, 1 when some could not be (they get "
@@ -60,7 +60,7 @@ def build_parser():
                    help="checkpoint written by train.py, or its .onnx export (default: the "
                         "shipped model)")
     p.add_argument("--filter", choices=("sunglasses", "moustache", "hat", "blur"),
-                   help="with --annotate (or no PATH): draw this face filter (filters.py) "
+                   help="with --annotate (or no PATH): draw this face filter (filters/overlays.py) "
                         "instead of boxes and keypoints, on images and videos")
     p.add_argument("--flip-tta", action="store_true",
                    help="average with the prediction on the mirrored face (slower, steadier)")
@@ -80,8 +80,9 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog="fkp-detect"):
+    """The command; ``prog``: its name in messages (the course runs it as ``detect.py``)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     paths = args.paths
     annotate = args.annotate
@@ -97,7 +98,7 @@ def main(argv=None):
         pipe = KeypointPipeline(args.model, detector=args.detector, markup=args.markup,
                                 flip_tta=args.flip_tta, backend=args.backend)
     except (ValueError, ModelLoadError, DetectorWeightsError) as e:
-        print(f"detect.py: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     entries, failed = run(pipe, paths, annotate=annotate, boxes=boxes, filter_name=args.filter,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 
 from facial_keypoints.detection import DETECTORS
@@ -16,7 +15,7 @@ from facial_keypoints.evaluation.evaluate import (
     holdout_names,
 )
 from facial_keypoints.evaluation.metrics import format_metrics
-from facial_keypoints.files import atomic_write_json
+from facial_keypoints.files import atomic_write_json, command_line
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.paths import DEFAULT_MODEL
 
@@ -45,13 +44,12 @@ def main(argv=None):
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--calibrate", action="store_true",
                    help="measure --detector's box -> crop rule on training faces, store it in "
-                        "detector_architectures/calibration.json and exit")
+                        "the package's detection/calibration.json and exit")
     args = p.parse_args(argv)
     if args.calibrate:
         detector = DETECTORS[args.detector]()
         found = calibrate_detector(detector, args.subset or 600)
-        found["measured_by"] = "python evaluate.py " + shlex.join(
-            sys.argv[1:] if argv is None else argv)
+        found["measured_by"] = command_line(argv)
         save_calibration(detector.name, found)
         print(json.dumps(found))
         return 0

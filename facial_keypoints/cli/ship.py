@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from facial_keypoints.detection.base import DetectorWeightsError
+from facial_keypoints.files import command_line
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.keypoints.runtime import ModelLoadError
 from facial_keypoints.training.ship import measure_and_ship
@@ -29,7 +29,7 @@ def main(argv=None):
     except (ModelLoadError, DetectorWeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    command = "fkp-ship " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line(argv)
     dest, card = measure_and_ship(pipe, args.model, args.dest, command=command)
     print(f"shipped {dest} and {card}")
     return 0

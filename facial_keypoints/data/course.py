@@ -31,8 +31,8 @@ def read_keypoints_csv(csv_file) -> pd.DataFrame:
     """Read a keypoint CSV (file name, then x0, y0, ..., x67, y67) and check it."""
     csv_file = Path(csv_file)
     if not csv_file.exists():
-        raise DataError(f"{csv_file}: no such keypoint file. Run `python fetch_data.py` "
-                        f"(or `make data`) to fetch the dataset.")
+        raise DataError(f"{csv_file}: no such keypoint file. Run `fkp-fetch-data` "
+                        f"(in the course: `make data`) to fetch the dataset.")
     try:
         frame = pd.read_csv(csv_file)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -114,7 +114,7 @@ class FacialKeypointsDataset(Dataset):
         try:
             image = load_image(self.root_dir / name)
         except ImageReadError as e:
-            raise ImageReadError(f"{e} (listed in {where}); `python fetch_data.py --check` "
+            raise ImageReadError(f"{e} (listed in {where}); `fkp-fetch-data --check` "
                                  f"lists every problem of the dataset") from None
         pts = self.key_pts_frame.iloc[idx, 1:].to_numpy(dtype=np.float32).reshape(-1, 2)
         far = _far_outside(pts, image.shape[1], image.shape[0])

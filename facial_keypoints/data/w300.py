@@ -6,7 +6,8 @@
 * ``convert_300w``: 300-W as its publishers (iBUG) distribute it — images with ``.pts`` files —
   converted into the same layout::
 
-      python data_300w.py lfpw=path/to/lfpw/trainset helen=path/to/helen/trainset
+      python -m facial_keypoints.cli.convert_300w lfpw=path/to/lfpw/trainset \
+          helen=path/to/helen/trainset
 
 The 300-W annotations are for non-commercial research use only: never commit or redistribute
 them.

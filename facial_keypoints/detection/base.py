@@ -58,7 +58,7 @@ class Detections:
 
 
 def load_calibration(name, default=None):
-    """A detector's calibration from ``detector_architectures/calibration.json`` (``default``
+    """A detector's calibration from ``calibration.json`` beside this file (``default``
     when it holds none)."""
     if CALIBRATION_FILE.is_file():
         return json.loads(CALIBRATION_FILE.read_text()).get(name) or default
@@ -127,7 +127,7 @@ def crops_for(detections, detector, crop_scale) -> np.ndarray:
         return np.zeros((0, 4))
     if detector.calibration is None:
         raise ValueError(f"the {detector.name} detector has no calibration in "
-                         f"{CALIBRATION_FILE}: measure it with `python evaluate.py --calibrate "
+                         f"{CALIBRATION_FILE}: measure it with `fkp-evaluate --calibrate "
                          f"--detector {detector.name}`")
     rolls = detections.rolls()
     return np.array([crop_for_box(b, crop_scale, detector.calibration, r)

@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-try:  # optional: LiteRT has no Windows wheel, and OpenCV's dnn runs the same models there
+try:  # optional: LiteRT has no wheel for every platform (Intel macOS); OpenCV runs them there
     from ai_edge_litert.interpreter import Interpreter
 except ImportError:
     Interpreter = None
@@ -80,7 +80,7 @@ RUNTIMES = ("litert", "opencv")
 
 def installed_runtimes() -> tuple:
     """The runtimes installed here, the fastest first: OpenCV's always, LiteRT where
-    ai-edge-litert is installed (it has Linux and macOS wheels)."""
+    ai-edge-litert is installed (its wheels: Linux, Windows, Apple-silicon macOS)."""
     return RUNTIMES if Interpreter is not None else ("opencv",)
 
 
@@ -304,7 +304,7 @@ class BlazeFaceDetector:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         if self.runtime not in installed_runtimes():
             raise ValueError("runtime 'litert' needs ai-edge-litert: pip install ai-edge-litert "
-                             "(Linux and macOS), or use runtime='opencv'")
+                             "(Linux, Windows, Apple-silicon macOS), or use runtime='opencv'")
         self.threads = cv2.getNumThreads() if threads is None else threads
         self.model, self.score_threshold, self.nms_iou = model, score_threshold, nms_iou
         self.confident, self.large_face, self.turned_hint = confident, large_face, turned_hint

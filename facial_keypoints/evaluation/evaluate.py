@@ -1,17 +1,18 @@
-"""Evaluate a keypoint model: the test protocols and the command.
+"""Evaluate a keypoint model: the test protocols (the command is ``fkp-evaluate``,
+``cli/evaluate.py``; in the course ``python evaluate.py``).
 
 Two protocols on the official 770-frame test split::
 
-    python evaluate.py --model saved_models/keypoints.pt            # both protocols
-    python evaluate.py --protocol crop      # (a) the model on face crops from the ground truth
-    python evaluate.py --protocol pipeline  # (b) detection -> crop -> model -> image
-    python evaluate.py --split val          # the model's own validation people
-    python evaluate.py --split 300w_test    # 300-W test photos (faces in the wild)
-    python evaluate.py --degrees 60         # every image turned by 60 degrees first
-    python evaluate.py --calibrate --detector blazeface   # measure its box -> crop rule
+    fkp-evaluate --model runs/mine/best.pt     # both protocols (default: the shipped model)
+    fkp-evaluate --protocol crop      # (a) the model on face crops from the ground truth
+    fkp-evaluate --protocol pipeline  # (b) detection -> crop -> model -> image
+    fkp-evaluate --split val          # the model's own validation people
+    fkp-evaluate --split 300w_test    # 300-W test photos (faces in the wild)
+    fkp-evaluate --degrees 60         # every image turned by 60 degrees first
+    fkp-evaluate --calibrate --detector blazeface   # measure its box -> crop rule
 
 Protocol (b) is what a user gets: a face the detector misses is a failure. The metrics are in
-``metrics.py``.
+``evaluation/metrics.py``.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def match_detection(crops, gt, crop_scale, size_factor=1.5):
     """Index of the detection whose crop covers the labelled face, or ``None``.
 
     ``crops``: (N, 4) squares (cx, cy, side, angle) made from the detections
-    (``detectors.crops_for``). One matches when its centre lies within a quarter of the face's
+    (``detection.base.crops_for``). One matches when its centre lies within a quarter of the face's
     size of the labelled face's upright square's centre and its side is within
     ``size_factor`` of that square's; the nearest such one is chosen.
     """
@@ -169,7 +170,7 @@ def predict_loader(model, loader, kp_mean, kp_std):
 
 
 def calibrate_detector(detector, subset=600):
-    """``detectors.calibrate`` on training faces: the first ``subset`` course training frames
+    """``detection.base.calibrate`` on training faces: the first ``subset`` course training frames
     and as many 300-W training crops (their held-out fifth left out)."""
     course = dataset("train", subset=subset)
     train_300w, _ = split_300w_files()

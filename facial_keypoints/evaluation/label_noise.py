@@ -1,6 +1,7 @@
 """How noisy are the labels? The error floor that no model can beat on this dataset.
 
-    python label_noise.py          # the pair NME of consecutive frames, median and per frame
+    # the pair NME of consecutive frames, median and per frame
+    python -m facial_keypoints.cli.label_noise
 
 Consecutive frames of one clip show nearly the same face; after a similarity alignment (the
 head may move a little) their labels still differ. That difference is the labels' noise.

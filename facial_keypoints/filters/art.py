@@ -1,7 +1,7 @@
 """The art of the face filters: the project's own drawings (sunglasses, moustache, hat, drawn
 with OpenCV shapes), the course's PNGs on request, and trimming to the visible pixels.
 
-Art is an RGBA ``uint8`` array; ``filters.py`` places it on faces.
+Art is an RGBA ``uint8`` array; ``overlays.py`` places it on faces.
 """
 from __future__ import annotations
 

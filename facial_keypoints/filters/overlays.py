@@ -3,11 +3,11 @@
 Everything here works from keypoints (iBUG 68-point order, image pixels, pixel-centre
 coordinates) and never from a model::
 
-    import filters
-    out = filters.apply_filter(image, faces, "sunglasses")   # a new image; image is untouched
+    from facial_keypoints.filters import overlays
+    out = overlays.apply_filter(image, faces, "sunglasses")  # a new image; image is untouched
 
 ``faces`` is a list of objects with ``.keypoints`` (and optionally ``.box``), such as
-``pipeline.Face``, or of (68, 2) arrays. ``FILTERS`` lists the names.
+``keypoints.pipeline.Face``, or of (68, 2) arrays. ``FILTERS`` lists the names.
 
 * ``anchor`` (where a piece of art goes: centre, angle, width), ``placement`` (the similarity
   transform from the art's pixels to the image's), ``overlay`` / ``apply_filter`` (warp the

@@ -46,8 +46,8 @@ def read_checkpoint(path) -> dict:
     """Read a checkpoint file and check it; raise ``ModelLoadError`` with advice otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(f"{path}: no such weights file. Train one with `python train.py` "
-                             f"or pass --model with the path of a checkpoint.")
+        raise ModelLoadError(f"{path}: no such weights file. Pass --model with the path of a "
+                             f"checkpoint or of its .onnx export.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged file
@@ -57,10 +57,10 @@ def read_checkpoint(path) -> dict:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "arch" not in ckpt:
         raise ModelLoadError(f"{path}: a bare state dict or an unknown format, with no "
                              f"description of its architecture. Only checkpoints written by "
-                             f"this project's train.py (format {CHECKPOINT_FORMAT}) can be "
+                             f"this project's fkp-train (format {CHECKPOINT_FORMAT}) can be "
                              f"loaded; to use bare weights, load them into the model they were "
-                             f"trained as and save it with models.save_checkpoint(path, model, "
-                             f"models.checkpoint_meta(...)).")
+                             f"trained as and save it with facial_keypoints.keypoints.checkpoints."
+                             f"save_checkpoint(path, model, checkpoint_meta(...)).")
     if not isinstance(ckpt.get("format", 0), int) or ckpt.get("format", 0) > CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path}: checkpoint format {ckpt['format']!r} is newer than this "
                              f"code reads ({CHECKPOINT_FORMAT}); update the project.")
@@ -74,7 +74,8 @@ def read_checkpoint(path) -> dict:
         raise ModelLoadError(f"{path}: an older or damaged checkpoint format: its description "
                              f"lacks a valid input size or keypoint normalisation, so its "
                              f"predictions could not be mapped back onto an image. Save it "
-                             f"again with models.save_checkpoint (see train.py) or retrain it.")
+                             f"again with facial_keypoints.keypoints.checkpoints.save_checkpoint "
+                             f"or retrain it.")
     return ckpt
 
 

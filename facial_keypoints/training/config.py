@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
-import sys
 import typing
 from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn as nn
 
+from facial_keypoints.files import command_line
 from facial_keypoints.geometry import CROP_SCALE
 from facial_keypoints.keypoints.nets import ARCHITECTURES
 
@@ -187,10 +186,11 @@ def build_parser():
     return p
 
 
-def parse_args(argv=None):
-    """``(TrainConfig, resume)`` from the command line; the config records the command."""
+def parse_args(argv=None, prog=None):
+    """``(TrainConfig, resume)`` from the command line; the config records the command
+    (``files.command_line``: ``prog`` as typed, e.g. ``python train.py``)."""
     args = build_parser().parse_args(argv)
     resume = args.__dict__.pop("resume")
     cfg = TrainConfig(**vars(args))
-    cfg.command = "python train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    cfg.command = command_line(argv, prog)
     return cfg, resume

@@ -157,7 +157,7 @@ def _val_transform(cfg):
 
 def make_datasets(cfg: TrainConfig):
     """``(training set, {name: validation set})``: the course's people split by person; with
-    ``--extra-data``, 300-W's photos split too (``data_300w.split_300w``), their held-out part
+    ``--extra-data``, 300-W's photos split too (``data.w300.split_300w``), their held-out part
     a second validation set. Samples carry the index of the head they train."""
     cfg.check()
     head_300w = 1 if cfg.markups == "course,300w" else 0
@@ -171,7 +171,7 @@ def make_datasets(cfg: TrainConfig):
         if fetch_300w(cfg.data_dir, quiet=True) is None:
             raise DataError("--extra-data 300w needs data/300w_train: set "
                             f"${MIRROR_ENV} or convert 300-W with "
-                            "`python data_300w.py`")
+                            "`python -m facial_keypoints.cli.convert_300w`")
         tf = _transform(cfg, cfg.flip_300w)
         train_300w, held = split_300w_files(cfg.data_dir, cfg.holdout_fraction,
                                                       cfg.holdout_seed)

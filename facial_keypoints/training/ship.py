@@ -192,7 +192,7 @@ def _data(cfg):
     if str(cfg.get("extra_data", "")).startswith("300w"):
         text += (", plus the training part of the 300-W crops (LFPW and HELEN train; "
                  f"{cfg.get('holdout_fraction', 0.2):.0%} of the photos held out, "
-                 "`data_300w.split_300w`)")
+                 "`data.w300.split_300w`)")
         if cfg.get("extra_data") == "300w+afw":
             text += " and AFW (all of it)"
         if cfg.get("mix_300w"):

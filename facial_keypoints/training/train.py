@@ -6,8 +6,9 @@ Examples::
     # the course Net, course-style settings
     python train.py --arch net --input-size 224 --loss mse --optimizer adam --epochs 10
 
-    # the shipped model (the exact command is in saved_models/MODEL_CARD.md, or `make model`)
-    python train.py --arch pip --width 32 --input-size 128 --extra-data 300w+afw \\
+    # the shipped model (the exact command: the Makefile's MODEL_ARGS, `make model`, and the
+    # model card, facial_keypoints/keypoints/shipped/MODEL_CARD.md)
+    python train.py --arch heatmap --width 32 --input-size 112 --extra-data 300w+afw \\
         --markups course,300w ... --out runs/shipped
 
     # on a GPU, on several GPUs, on several machines (same command, same checkpoints)

@@ -43,7 +43,7 @@ def video_frames(cap, workers):
 
 def process_video(pipe, path, annotate, progress=True, filter_name=None, track_every=10,
                   workers=1):
-    """One entry per frame: faces tracked (``tracking.FaceTracker``: the detector every
+    """One entry per frame: faces tracked (``video.tracker.FaceTracker``: the detector every
     ``track_every`` frames, refits between them) with an ``id``, keypoints smoothed over time.
     Returns (entries, error or None)."""
     cap = cv2.VideoCapture(str(path))

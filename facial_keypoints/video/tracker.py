@@ -69,7 +69,8 @@ def face_size(keypoints) -> float:
 # Box helpers
 # ------------------------------------------------------------------------------------------
 def _iou(boxes_a, boxes_b) -> np.ndarray:
-    """IoU of every pair of (x, y, w, h) boxes (``detectors.box_overlaps``; 0 where undefined)."""
+    """IoU of every pair of (x, y, w, h) boxes (``detection.base.box_overlaps``; 0 where
+    undefined)."""
     return np.nan_to_num(box_overlaps(boxes_a, boxes_b)[0], nan=0.0)
 
 
