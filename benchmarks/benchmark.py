@@ -465,3 +465,7 @@ def main(argv=None):
         return 0
     args.frames = args.frames or 200
     return speed(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

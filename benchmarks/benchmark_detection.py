@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
 
@@ -196,3 +197,7 @@ def main(argv=None):
                 f"The whole pipeline (BlazeFace, {shown(args.model)}): NME % and "
                 f"faces found, upright and turned")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
