@@ -45,7 +45,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import keypoint_step, make_pipeline, shown, time_it, use_threads, write_table
+from benchmarks.common import (
+    keypoint_step,
+    make_pipeline,
+    set_torch_threads,
+    shown,
+    time_it,
+    use_threads,
+    write_table,
+)
 from facial_keypoints.data.fetch import dataset_ready
 from facial_keypoints.detection.base import crop_for_box, crops_for
 from facial_keypoints.evaluation.evaluate import (
@@ -59,6 +67,7 @@ from facial_keypoints.geometry import CROP_SCALE
 from facial_keypoints.images import load_image
 from facial_keypoints.keypoints.checkpoints import checkpoint_meta, save_checkpoint
 from facial_keypoints.keypoints.nets import build_model, count_parameters
+from facial_keypoints.keypoints.runtime import ONNX_THREADS
 from facial_keypoints.landmarks import N_KEYPOINTS
 from facial_keypoints.paths import (
     COURSE_IMAGES_DIR,
@@ -426,10 +435,8 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS_DIR), help="folder for the tables")
     p.add_argument("--name", default="models", help="file name of the --models table")
     args = p.parse_args(argv)
-    global TORCH_THREADS
     if args.threads:
-        TORCH_THREADS = args.threads
-        torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
     if args.models:
         rows = [model_row(m, args.frames) for m in args.models]
         path = write_table(rows, args.out, args.name, "Models: size, CPU latency per face, "
@@ -459,8 +466,8 @@ def main(argv=None):
         path = write_table(rows, args.out, "benchmark_dlib",
                            f"This project against dlib "
                            f"({shown(args.model)}; PyTorch on "
-                           f"{TORCH_THREADS} threads; ONNX: torch on 1 thread; "
-                           f"{os.cpu_count()} cores)")
+                           f"{ours['this project (torch)'].torch_threads} threads; ONNX: "
+                           f"onnxruntime on {ONNX_THREADS} thread(s); {os.cpu_count()} cores)")
         print(f"-> {path}")
         return 0
     args.frames = args.frames or 200

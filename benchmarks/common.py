@@ -30,6 +30,13 @@ def make_pipeline(model, backend, flip_tta=False, detector="blazeface"):
     return pipe
 
 
+def set_torch_threads(n):
+    """PyTorch's threads for the torch back-end from now on (``--threads``)."""
+    global TORCH_THREADS
+    TORCH_THREADS = n
+    torch.set_num_threads(n)
+
+
 def use_threads(system):
     torch.set_num_threads(getattr(system, "torch_threads", TORCH_THREADS))
 

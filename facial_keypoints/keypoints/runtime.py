@@ -30,6 +30,8 @@ BACKENDS = ("onnx", "torch")
 #: Raised when what is exported changes: older exports are then made again.
 EXPORT_FORMAT = 3
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
+#: onnxruntime's threads unless told otherwise: half the cores, at least one.
+ONNX_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 
 class ModelLoadError(ValueError):
@@ -58,7 +60,7 @@ class OnnxKeypointModel:
         if ort is None:
             raise OnnxExportError("the ONNX back-end needs onnxruntime: pip install onnxruntime")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        options.intra_op_num_threads = threads or ONNX_THREADS
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
