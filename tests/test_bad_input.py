@@ -417,7 +417,7 @@ MODEL_CASES = {
     "corrupt": r"not a readable PyTorch checkpoint .*damaged or incomplete",
     "other-architecture": r"do not fit a ResNet18Keypoints .*another architecture",
     "other-input-size": r"do not fit a Net .*input size",
-    "old-format-bare-state-dict": r"bare state dict .*models\.save_checkpoint",
+    "old-format-bare-state-dict": r"bare state dict .*checkpoints\.save_checkpoint",
     "old-format-no-description": r"older or damaged checkpoint format.*save_checkpoint",
 }
 

@@ -200,7 +200,7 @@ def test_csv_with_nan_names_the_line(tmp_path):
 
 
 def test_missing_csv_tells_how_to_fetch(tmp_path):
-    with pytest.raises(course.DataError, match=r"python fetch_data\.py"):
+    with pytest.raises(course.DataError, match=r"Run `fkp-fetch-data`"):
         course.FacialKeypointsDataset(tmp_path / "nope.csv", tmp_path)
 
 

@@ -235,7 +235,7 @@ def test_main_help_lists_the_options(capsys):
         detect_cmd.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: detect.py")
+    assert out.startswith("usage: fkp-detect")
     for option in ("--json", "--annotate", "--boxes", "--model", "--flip-tta", "PATH"):
         assert option in out, option
 

@@ -191,7 +191,7 @@ def test_a_training_command_without_torch_names_the_extra(tmp_path, command):
     """The fkp-* entry points of the commands that need PyTorch (``cli.train`` etc.)."""
     code = BLOCK_HEAVY + f"""
 from facial_keypoints import cli
-sys.exit(cli.{command}(['--help']))
+sys.exit(cli.fkp_{command}(['--help']))
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)

@@ -1,8 +1,9 @@
 """The commands (``fkp-*``): each module parses its arguments and calls the package.
 
 ``fkp-detect`` runs on the light install. The others train, evaluate, ship, export or fetch the
-training data and need the ``[train]`` extra (PyTorch, pandas): their entry points below start
-them, or say in one line which extra to install where it is missing.
+training data and need the ``[train]`` extra (PyTorch, pandas): their entry points below
+(``fkp_train`` for ``fkp-train``, ...) start them, or say in one line which extra to install
+where it is missing.
 """
 from __future__ import annotations
 
@@ -33,21 +34,21 @@ def _run(module, prog, argv=None):
     return main(argv)
 
 
-def train(argv=None):
+def fkp_train(argv=None):
     return _run("train", "fkp-train", argv)
 
 
-def evaluate(argv=None):
+def fkp_evaluate(argv=None):
     return _run("evaluate", "fkp-evaluate", argv)
 
 
-def ship(argv=None):
+def fkp_ship(argv=None):
     return _run("ship", "fkp-ship", argv)
 
 
-def export(argv=None):
+def fkp_export(argv=None):
     return _run("export", "fkp-export", argv)
 
 
-def fetch_data(argv=None):
+def fkp_fetch_data(argv=None):
     return _run("fetch_data", "fkp-fetch-data", argv)
