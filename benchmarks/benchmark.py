@@ -38,6 +38,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -377,6 +378,37 @@ def model_row(path, frames=None, progress=True, tmp=None):
     return row
 
 
+def same_faces(a, b) -> bool:
+    """Whether two lists of ``Face`` are equal to the bit (boxes, keypoints, scores)."""
+    return len(a) == len(b) and all(
+        np.array_equal(x.keypoints, y.keypoints) and np.array_equal(x.box, y.box)
+        and (x.score, x.confidence, x.roll) == (y.score, y.confidence, y.roll)
+        for x, y in zip(a, b))
+
+
+def shared_threads(model, photos, threads=(1, 2, 8), rounds=3):
+    """One ``KeypointPipeline`` per detector shared by a pool of threads over ``photos``: photos
+    per second (best of ``rounds``) and whether every call gave exactly its sequential result."""
+    rows = []
+    for name in ("blazeface", "haar"):
+        pipe = make_pipeline(model, "onnx", detector=name)
+        want = [pipe.get_landmarks(p) for p in photos]
+        for n in threads:
+            best, same = 0.0, True
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                if n == 1:
+                    got = [pipe.get_landmarks(p) for p in photos]
+                else:
+                    with ThreadPoolExecutor(n) as pool:
+                        got = list(pool.map(pipe.get_landmarks, photos))
+                best = max(best, len(photos) / (time.perf_counter() - t0))
+                same &= all(same_faces(g, w) for g, w in zip(got, want))
+            rows.append({"detector": name, "threads": n, "photos": len(photos),
+                         "photos/s": round(best, 1), "same as sequential": same})
+    return rows
+
+
 def speed(args):
     for backend in ("torch", "onnx"):
         pipe = make_pipeline(args.model, backend, args.flip_tta)
@@ -426,6 +458,8 @@ def main(argv=None):
                         "dlib-bin and face-recognition-models)")
     p.add_argument("--splits", nargs="+", default=["test", "300w_test"],
                    choices=["test", "300w_test"], help="with --dlib")
+    p.add_argument("--threads-shared", action="store_true",
+                   help="one pipeline shared by 1, 2 and 8 threads: photos/s, same results?")
     p.add_argument("--confidence", action="store_true",
                    help="how well the model's confidence flags its failures on 300w_test")
     p.add_argument("--models", nargs="+", metavar="CKPT",
@@ -441,6 +475,15 @@ def main(argv=None):
         rows = [model_row(m, args.frames) for m in args.models]
         path = write_table(rows, args.out, args.name, "Models: size, CPU latency per face, "
                            "test NME (full pipeline)")
+        print(f"-> {path}")
+        return 0
+    if args.threads_shared:
+        photos = [load_image(DEFAULT_PHOTO)] + [load_image(COURSE_IMAGES_DIR / n) for n in
+                                                ("obamas.jpg", "the_beatles.jpg", "mona_lisa.jpg")]
+        path = write_table(shared_threads(args.model, photos * 12), args.out, "threads",
+                           f"One pipeline shared by threads ({shown(args.model)}, ONNX; the "
+                           f"bundled photo and the three course photos, 12 times each; "
+                           f"{os.cpu_count()} cores)")
         print(f"-> {path}")
         return 0
     if args.confidence:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import benchmark, common
-from facial_keypoints import geometry, images
+from facial_keypoints import geometry, images, paths
 from facial_keypoints.data import course
 from facial_keypoints.detection import base
 from facial_keypoints.evaluation.metrics import nme
@@ -153,3 +153,11 @@ def test_failures_caught_by_the_least_confident_faces():
         pytest.approx(0.5, abs=0.01)
     none = benchmark.failures_caught(np.ones(10), np.zeros(10, bool))
     assert none["AUC (caught vs flagged)"] is None and none["in the least confident tenth"] == 0
+
+
+def test_shared_threads_reports_speed_and_sameness(astronaut):
+    rows = benchmark.shared_threads(paths.DEFAULT_MODEL, [astronaut] * 4, threads=(1, 2),
+                                    rounds=1)
+    assert [(r["detector"], r["threads"]) for r in rows] == \
+        [("blazeface", 1), ("blazeface", 2), ("haar", 1), ("haar", 2)]
+    assert all(r["same as sequential"] and r["photos/s"] > 0 for r in rows)

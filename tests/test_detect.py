@@ -8,6 +8,7 @@ code around the model does, not about how good the model is.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -357,3 +358,31 @@ def test_an_upside_down_fit_is_mended_by_the_turned_retry(astronaut, tiny_ckpt):
     assert tiny.confidence_floor is None
     kept, _ = tiny.retry_turned(astronaut, upside_down, np.array([0.0]))
     np.testing.assert_array_equal(kept, upside_down)
+
+
+def _photos_for_threads(astronaut):
+    """The bundled photo turned by several angles and at several sizes: 8 different pictures."""
+    out = []
+    for degrees, scale in ((0, 1.0), (30, 1.0), (90, 0.7), (135, 1.3), (180, 1.0), (-60, 0.5),
+                           (45, 2.0), (0, 0.35)):
+        h, w = astronaut.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, scale)
+        out.append(cv2.warpAffine(astronaut, m, (int(w * max(scale, 1)), int(h * max(scale, 1)))))
+    return out
+
+
+@pytest.mark.parametrize("detector", ["blazeface", "haar"])
+def test_a_shared_pipeline_gives_every_thread_the_sequential_result(astronaut, detector):
+    """One pipeline shared by 8 threads (as a web server or a thread pool shares it): each
+    call gives exactly what it gives alone, over 3 rounds of 16 calls."""
+    pipe = pipeline.KeypointPipeline(detector=detector)
+    photos = _photos_for_threads(astronaut) * 2
+    want = [pipe.get_landmarks(p) for p in photos]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            for got, expected in zip(pool.map(pipe.get_landmarks, photos), want, strict=True):
+                assert len(got) == len(expected)
+                for a, b in zip(got, expected):
+                    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+                    np.testing.assert_array_equal(a.box, b.box)
+                    assert (a.score, a.confidence, a.roll) == (b.score, b.confidence, b.roll)

@@ -32,6 +32,7 @@ training crops (upright and turned by up to 180 degrees), 300-W crops pasted sma
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -107,20 +108,28 @@ def _split_outputs(outs):
 
 
 class OpenCVModel:
-    """One model run by OpenCV's dnn module (threads: OpenCV's, ``cv2.setNumThreads``)."""
+    """One model run by OpenCV's dnn module (threads: OpenCV's, ``cv2.setNumThreads``). A
+    network holds its input and outputs between ``setInput`` and ``forward``: one call at a
+    time (a lock), so that threads sharing a detector get what each would alone."""
 
     def __init__(self, path: Path, threads=None):
         self.net = cv2.dnn.readNetFromTFLite(str(path))
         self.outputs = self.net.getUnconnectedOutLayersNames()
+        self.lock = threading.Lock()
 
     def __call__(self, canvas: np.ndarray):
         """uint8 RGB canvas (S, S, 3) -> raw boxes (N, 16), raw scores (N,)."""
-        self.net.setInput(to_blob(canvas))
-        return _split_outputs(self.net.forward(self.outputs))
+        blob = to_blob(canvas)
+        with self.lock:
+            self.net.setInput(blob)
+            outs = self.net.forward(self.outputs)
+        return _split_outputs(outs)
 
 
 class LiteRTModel:
-    """One model run by LiteRT (``ai_edge_litert``) with its XNNPACK CPU kernels."""
+    """One model run by LiteRT (``ai_edge_litert``) with its XNNPACK CPU kernels. An
+    interpreter holds its tensors between ``set_tensor`` and ``get_tensor``: one call at a
+    time (a lock), so that threads sharing a detector get what each would alone."""
 
     def __init__(self, path: Path, threads=None):
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
@@ -128,12 +137,16 @@ class LiteRTModel:
             self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.outputs = [o["index"] for o in self.interpreter.get_output_details()]
+        self.lock = threading.Lock()
 
     def __call__(self, canvas: np.ndarray):
         """uint8 RGB canvas (S, S, 3) -> raw boxes (N, 16), raw scores (N,)."""
-        self.interpreter.set_tensor(self.input, to_blob(canvas, channels_last=True))
-        self.interpreter.invoke()
-        return _split_outputs([self.interpreter.get_tensor(i) for i in self.outputs])
+        blob = to_blob(canvas, channels_last=True)
+        with self.lock:
+            self.interpreter.set_tensor(self.input, blob)
+            self.interpreter.invoke()
+            outs = [self.interpreter.get_tensor(i) for i in self.outputs]  # copies
+        return _split_outputs(outs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -61,10 +62,18 @@ class HaarFaceDetector:
         self.profile = _load_cascade("haarcascade_profileface.xml") if profile else None
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.work_min, self.work_max, self.pad, self.min_face = work_min, work_max, pad, min_face
+        # OpenCV's cascades are not safe to share between threads (wrong boxes, assertion
+        # errors): one detection at a time, so that threads sharing a detector get what each
+        # would alone
+        self.lock = threading.Lock()
 
     def __call__(self, image) -> Detections:
         """Face boxes (x, y, w, h) in the pixels of ``image`` (RGB or gray array), with the
-        cascade's level weights as scores."""
+        cascade's level weights as scores. Safe to call from several threads."""
+        with self.lock:
+            return self._detect(image)
+
+    def _detect(self, image) -> Detections:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         h, w = gray.shape
         scale = 1.0
