@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import http.client
 import io
+import os
 import queue
 import re
 import subprocess
@@ -278,11 +279,26 @@ def test_train_command_names_a_corrupt_row(tmp_path, workers, capsys):
     assert "line 6 (Person02_00.jpg)" in line and "far outside the 64x64 image" in line, err
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other-width"])
+class _RunsCode:
+    """Pickled, it calls ``os.system`` when loaded without ``weights_only``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other-width", "crafted-pickle"])
 def test_resume_from_an_unusable_last_checkpoint(training_data, tmp_path, damage, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    if damage == "truncated":
+    marker = tmp_path / "code-ran"
+    if damage == "crafted-pickle":   # a last.pt that runs a command when unpickled
+        torch.save({"model": _RunsCode(marker), "epoch": 1, "history": [], "best_nme": 1.0},
+                   out / "last.pt")
+        pattern = r"last\.pt: not a readable training checkpoint \(UnpicklingError"
+    elif damage == "truncated":
         checkpoints.atomic_torch_save({"model": {}, "epoch": 1}, out / "last.pt")
         data = (out / "last.pt").read_bytes()
         (out / "last.pt").write_bytes(data[: len(data) // 2])
@@ -301,6 +317,7 @@ def test_resume_from_an_unusable_last_checkpoint(training_data, tmp_path, damage
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and re.search(pattern, err[0]), err
     assert (out / "last.pt").read_bytes() == before            # nothing overwritten
+    assert not marker.exists()                                  # no code ran
 
 
 # ============================================================================================

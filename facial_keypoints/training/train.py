@@ -193,9 +193,11 @@ def write_log(history, path):
 
 
 def load_training_state(path):
-    """The state ``train`` writes to ``RUN/last.pt`` after every epoch, checked."""
+    """The state ``train`` writes to ``RUN/last.pt`` after every epoch, checked. Read with
+    ``weights_only=True``, as every file from a user: tensors, numbers, strings and containers
+    only, so a crafted file cannot run code (it is refused as unreadable)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in ("model", "optimizer", "epoch", "history", "best_nme")
                    if k not in state]
         if missing:
