@@ -36,6 +36,9 @@ class Normalize:
     def __init__(self, kp_mean=100.0, kp_std=50.0, gray=True):
         self.kp_mean, self.kp_std, self.gray = float(kp_mean), float(kp_std), gray
 
+    def __repr__(self):
+        return f"Normalize(kp_mean={self.kp_mean:g}, kp_std={self.kp_std:g}, gray={self.gray})"
+
     def __call__(self, sample):
         image, key_pts = sample["image"], sample["keypoints"]
         key_pts = (np.asarray(key_pts, dtype=np.float32) - self.kp_mean) / self.kp_std
@@ -53,6 +56,9 @@ class Rescale:
     def __init__(self, output_size):
         assert isinstance(output_size, (int, tuple))
         self.output_size = output_size
+
+    def __repr__(self):
+        return f"Rescale({self.output_size})"
 
     def __call__(self, sample):
         image, key_pts = sample["image"], sample["keypoints"]
@@ -86,6 +92,9 @@ class RandomCrop:
         left = int(torch.randint(0, w - new_w + 1, ()).item())
         return top, left
 
+    def __repr__(self):
+        return f"{type(self).__name__}({self.output_size})"
+
     def __call__(self, sample):
         image, key_pts = sample["image"], sample["keypoints"]
         h, w = image.shape[:2]
@@ -109,6 +118,9 @@ class CenterCrop(RandomCrop):
 
 class ToTensor:
     """Convert the numpy image (H, W) or (H, W, C) and keypoints in a sample to tensors."""
+
+    def __repr__(self):
+        return "ToTensor()"
 
     def __call__(self, sample):
         image, key_pts = sample["image"], sample["keypoints"]
