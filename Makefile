@@ -32,7 +32,7 @@ $(DEMO_STAMP): constraints.txt pyproject.toml $(shell git ls-files facial_keypoi
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
-	$(DEMO_VENV)/bin/fkp-detect --annotate out/demo --json out/demo/demo.json
+	$(DEMO_VENV)/bin/fkp-detect --annotate out/demo --json out/demo/demo.json --overwrite
 	@echo "annotated photo written to out/demo/"
 
 data: $(STAMP)

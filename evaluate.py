@@ -5,7 +5,7 @@
 import sys
 
 import models  # noqa: F401  (registers the course's Net, for its checkpoints)
-from facial_keypoints.cli.evaluate import main
+from facial_keypoints.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("evaluate", "evaluate.py"))

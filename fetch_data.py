@@ -5,7 +5,7 @@
 """
 import sys
 
-from facial_keypoints.cli.fetch_data import main
+from facial_keypoints.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("fetch_data", "fetch_data.py"))

@@ -1,5 +1,6 @@
 """Images, folders and videos through the pipeline, for ``fkp-detect``: which files an input
-names, images decoded ahead by worker threads, one JSON entry per image, annotated copies.
+names, images decoded ahead by worker threads, one JSON entry per image as each is done,
+annotated copies.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facial_keypoints.files import annotated_name
+from facial_keypoints.files import atomic_path
 from facial_keypoints.filters.drawing import render
 from facial_keypoints.images import ImageReadError, load_image, save_rgb
 from facial_keypoints.keypoints.pipeline import check_boxes
+from facial_keypoints.output import is_annotated_copy
 from facial_keypoints.video.process import process_video
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -26,22 +28,27 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
-def expand_inputs(paths):
-    """Image files, folders (their images, sorted) and video files, in the order given."""
+def expand_inputs(paths, skip_annotated_in=None):
+    """Image files, folders (their images, sorted; a folder with none stays as it is, for
+    ``run`` to report) and video files, in the order given. In a folder that is
+    ``skip_annotated_in`` (the ``--annotate`` folder), files named as annotated copies
+    (``*_keypoints.*``) are earlier output, not input: they are left out."""
+    skip = Path(skip_annotated_in).resolve() if skip_annotated_in else None
     items = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
             files = sorted(f for f in path.iterdir() if f.is_file()
-                           and f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
-            items += [str(f) for f in files]
+                           and f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+                           and not (skip == path.resolve() and is_annotated_copy(f)))
+            items += [str(f) for f in files] or [str(p)]  # an empty one: reported by run
         else:
             items.append(str(p))
     return items
 
 
 def is_video(path):
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS and Path(path).is_file()
 
 
 def _read(path):
@@ -68,77 +75,78 @@ def read_images(paths, workers):
             yield pending.popleft().result()
 
 
-def image_entry(path, image, faces, annotate, filter_name=None):
-    """The JSON entry of one image (or of the error that kept it from being read), and its
-    annotated copy."""
+def image_entry(path, image, faces, annotated=None, filter_name=None):
+    """The JSON entry of one image (or of the error that kept it from being read); with
+    ``annotated`` (a file name), its annotated copy is written there, in one step."""
     entry = {"path": path, "width": None, "height": None, "faces": [], "error": None}
     if isinstance(image, Exception):
         entry["error"] = str(image)
         return entry
     entry["height"], entry["width"] = image.shape[:2]
     entry["faces"] = [f.to_json() for f in faces]
-    if annotate:
-        suffix = Path(path).suffix.lower()
-        suffix = suffix if suffix in (".jpg", ".jpeg", ".png") else ".png"
-        save_rgb(annotated_name(annotate, path, suffix), render(image, faces, filter_name))
+    if annotated:
+        try:
+            with atomic_path(annotated) as tmp:
+                save_rgb(tmp, render(image, faces, filter_name))
+            entry["annotated"] = str(annotated)
+        except OSError as e:   # e.g. the disk filled up during the run
+            entry["error"] = f"{annotated}: the annotated copy could not be written ({e})"
     return entry
 
 
 def read_boxes_file(path):
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--boxes {path}: not a readable JSON file ({e})") from None
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--boxes {path}: not a readable UTF-8 JSON file ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f'--boxes {path}: expected {{"<image path>": [[x, y, w, h], ...]}}')
-    return {str(k): check_boxes(v) for k, v in data.items()}
+    try:
+        return {str(k): check_boxes(v) for k, v in data.items()}
+    except ValueError as e:
+        raise ValueError(f"--boxes {path}: {e}") from None
 
 
-def run(pipe, paths, annotate=None, boxes=None, filter_name=None, batch_size=8, track_every=10,
-        workers=1, quiet=False):
-    """Every image, folder and video of ``paths`` through ``pipe``: (JSON entries, whether some
-    input could not be read). Images go through the network ``batch_size`` at a time; images
-    with given ``boxes`` ({path: boxes}) skip detection; videos are tracked
-    (``video.process.process_video``); ``annotate``: folder for annotated copies."""
-    boxes = boxes or {}
-    items = expand_inputs(paths)
-    entries, failed = [], False
-    for p in paths:
-        if Path(p).is_dir() and not expand_inputs([p]):
-            entries.append({"path": p, "width": None, "height": None, "faces": [],
-                            "error": f"{p}: a folder with no image or video files"})
-            failed = True
-    videos = {p for p in items if is_video(p) and Path(p).is_file()}
-    pictures = read_images([p for p in items if p not in videos], workers)
+def run(pipe, items, annotated=None, boxes=None, filter_name=None, batch_size=8,
+        track_every=10, workers=1, quiet=False):
+    """Every image and video of ``items`` (``expand_inputs``; a folder with nothing to read
+    gets an error entry) through ``pipe``: yields one JSON entry per image, per video frame and
+    per video (its frames expected and read), as each is done. Images go through the network
+    ``batch_size`` at a time; images with given ``boxes`` ({path: boxes}) skip detection;
+    videos are tracked (``video.process.process_video``); ``annotated``: {item: file name of
+    its annotated copy} (``output.annotated_names``)."""
+    boxes, annotated = boxes or {}, annotated or {}
+    videos = {p for p in items if is_video(p)}
+    pictures = read_images([p for p in items if p not in videos and not Path(p).is_dir()],
+                           workers)
     batch = []   # read images waiting for the network: their crops go in one batch
 
     def flush():
         faces = pipe.find_faces_in([image for _, image in batch])
-        for (path, image), found in zip(batch, faces):
-            entries.append(image_entry(path, image, found, annotate, filter_name))
+        done = [image_entry(path, image, found, annotated.get(path), filter_name)
+                for (path, image), found in zip(batch, faces)]
         batch.clear()
+        return done
 
     show = not quiet and len(items) > 1
     for path in tqdm(items, desc="images", unit="file", disable=not show or None):
-        if path in videos:
-            flush()
-            video_entries, bad = process_video(pipe, path, annotate, progress=not quiet,
-                                               filter_name=filter_name,
-                                               track_every=track_every,
-                                               workers=workers)
-            entries += video_entries
-            failed |= bad
-            continue
-        _, image = next(pictures)
-        if isinstance(image, Exception) or path in boxes:
-            flush()
-            found = [] if isinstance(image, Exception) else \
-                pipe.get_landmarks(image, boxes=boxes[path])
-            entries.append(image_entry(path, image, found, annotate, filter_name))
-            failed |= isinstance(image, Exception)
-            continue
-        batch.append((path, image))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    return entries, failed
+        if Path(path).is_dir():    # a folder that expand_inputs found nothing in
+            yield {"path": path, "width": None, "height": None, "faces": [],
+                   "error": f"{path}: a folder with no image or video files"}
+        elif path in videos:
+            yield from flush()
+            yield from process_video(pipe, path, annotated.get(path), progress=not quiet,
+                                     filter_name=filter_name, track_every=track_every,
+                                     workers=workers)
+        else:
+            _, image = next(pictures)
+            if isinstance(image, Exception) or path in boxes:
+                yield from flush()
+                found = [] if isinstance(image, Exception) else \
+                    pipe.get_landmarks(image, boxes=boxes[path])
+                yield image_entry(path, image, found, annotated.get(path), filter_name)
+                continue
+            batch.append((path, image))
+            if len(batch) >= batch_size:
+                yield from flush()
+    yield from flush()

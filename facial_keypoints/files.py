@@ -10,26 +10,48 @@ import hashlib
 import json
 import os
 import shlex
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def temp_beside(path) -> Path:
+    """A new, empty temporary file in the folder of ``path`` (of its destination, for a
+    symbolic link), named ``.<stem>.<random>.tmp<suffix>``: hidden, and with the suffix that
+    tells OpenCV or Pillow the format to write. ``commit`` puts it in place."""
+    path = Path(os.path.realpath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def commit(tmp, path):
+    """Rename the finished temporary file ``tmp`` to ``path`` in one step. An existing ``path``
+    keeps its permissions (a new one is an ordinary 0644 file), and a symbolic link stays a
+    link: its destination is what gets replaced."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = 0o644  # mkstemp makes it private; what we write is an ordinary file
+    os.chmod(tmp, mode)
+    os.replace(tmp, target)
+
+
 @contextmanager
 def atomic_path(path):
-    """A temporary file beside ``path`` to write; renamed to ``path`` (an ordinary 0644 file)
-    when the block ends, removed if it raises: never a half-written ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """A temporary file beside ``path`` to write (``temp_beside``); renamed to ``path``
+    (``commit``) when the block ends, removed if it raises: never a half-written ``path``."""
+    tmp = temp_beside(path)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; what we write is an ordinary file
-        os.replace(tmp, path)
+        yield tmp
+        commit(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -104,12 +126,6 @@ def one_line(error) -> str:
         last = text.strip().splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
     return text
-
-
-def annotated_name(out_dir, path, suffix=None) -> Path:
-    """Where the annotated copy of the input ``path`` goes in ``out_dir``."""
-    p = Path(path)
-    return Path(out_dir) / f"{p.stem}_keypoints{suffix or p.suffix or '.png'}"
 
 
 def command_line(argv=None, prog=None) -> str:

@@ -24,14 +24,17 @@ def load_image(path, alpha=False) -> np.ndarray:
 
     Accepts any format Pillow reads, whatever the extension says: RGB, RGBA (alpha dropped),
     grayscale, palette, CMYK and 16-bit images; EXIF-rotated JPEGs are turned upright. Anything
-    else (no such file, a folder, an empty, damaged or truncated file, an image over Pillow's
-    179-megapixel limit) raises ``ImageReadError`` naming the file and the reason.
+    else (no such file, a folder, a pipe or device, an empty, damaged or truncated file, an
+    image over Pillow's 179-megapixel limit) raises ``ImageReadError`` naming the file and
+    the reason.
     """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image")
+    if not path.is_file():   # reading a pipe or a device could wait for ever
+        raise ImageReadError(f"{path}: not a regular file (a pipe, socket or device)")
     try:
         # Pillow warns about sizes between its two bomb limits (89 and 179 megapixels: a
         # 100-megapixel photo is fine) and about damaged metadata; the image is read either way.

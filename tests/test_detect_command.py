@@ -124,7 +124,7 @@ def test_cli_mixed_inputs_exit_1_and_every_input_has_an_entry(mixed_run):
     folder = inputs["folder"]
     expected_paths = [inputs["astro"], f"{folder}/a_gray.jpg", f"{folder}/b_face.png",
                       inputs["notes"], inputs["empty"], inputs["missing"], inputs["blank"],
-                      inputs["astro2"]] + [inputs["video"]] * N_FRAMES
+                      inputs["astro2"]] + [inputs["video"]] * (N_FRAMES + 1)  # + its own
     assert [e["path"] for e in mixed_run["result"]["images"]] == expected_paths
     assert mixed_run["result"]["model"] == mixed_run["model"]
     for key in ("notes", "empty", "missing"):
@@ -136,12 +136,14 @@ def test_cli_mixed_inputs_exit_1_and_every_input_has_an_entry(mixed_run):
 
 def test_cli_json_layout_of_good_images(mixed_run):
     inputs, by_path = mixed_run["inputs"], mixed_run["by_path"]
-    assert set(mixed_run["result"]) == {"model", "images"}
+    assert set(mixed_run["result"]) == {"model", "images", "complete"}
+    assert mixed_run["result"]["complete"] is True
     for path, (w, h) in [(inputs["astro"], (512, 512)),
                          (f"{inputs['folder']}/a_gray.jpg", (512, 512)),
                          (f"{inputs['folder']}/b_face.png", (300, 300))]:
         (entry,) = by_path[path]
-        assert set(entry) == {"path", "width", "height", "faces", "error"}
+        assert set(entry) == {"path", "width", "height", "faces", "error", "annotated"}
+        assert entry["annotated"].endswith("_keypoints" + os.path.splitext(path)[1])
         assert entry["error"] is None and (entry["width"], entry["height"]) == (w, h)
         assert len(entry["faces"]) >= 1, path
         for face in entry["faces"]:
@@ -176,8 +178,13 @@ def test_cli_annotates_every_readable_input(mixed_run):
     assert np.abs(astro.astype(int) - original).max() > 100   # something was drawn
 
 
-def test_cli_video_gives_one_entry_per_frame(mixed_run):
-    frames = mixed_run["by_path"][mixed_run["inputs"]["video"]]
+def test_cli_video_gives_one_entry_per_frame_and_one_for_the_video(mixed_run):
+    *frames, video = mixed_run["by_path"][mixed_run["inputs"]["video"]]
+    assert video == {"path": mixed_run["inputs"]["video"], "frame": None, "width": 200,
+                     "height": 200, "faces": [], "fps": 10.0, "frames_expected": N_FRAMES,
+                     "frames_read": N_FRAMES, "annotated": str(mixed_run["annotate"] /
+                                                               "clip_keypoints.mp4"),
+                     "error": None}
     assert [e["frame"] for e in frames] == list(range(N_FRAMES))
     for e in frames:
         assert set(e) == {"path", "frame", "width", "height", "faces", "error"}
@@ -337,7 +344,7 @@ def test_main_filter_on_a_video(tmp_path, astronaut, name, capsys):
         changed = np.abs(frames[k].astype(int) - plain[k].astype(int)).max(axis=2) > 40
         assert changed.sum() > 100, f"{name} was not drawn on frame {k}"
     entries = json.loads((tmp_path / "v.json").read_text())["images"]
-    assert [e["frame"] for e in entries] == list(range(N_FRAMES))
+    assert [e["frame"] for e in entries] == list(range(N_FRAMES)) + [None]
 
 
 def test_main_filter_needs_annotate(tmp_path, tiny_ckpt, good_image, capsys):
@@ -348,9 +355,7 @@ def test_main_filter_needs_annotate(tmp_path, tiny_ckpt, good_image, capsys):
 
 
 def test_main_json_pointing_at_a_folder_is_a_usage_error(tmp_path, tiny_ckpt, good_image, capsys):
-    with pytest.raises(SystemExit) as e:
-        detect_cmd.main([good_image, "--model", str(tiny_ckpt), "--json", str(tmp_path)])
-    assert e.value.code == 2
+    assert detect_cmd.main([good_image, "--model", str(tiny_ckpt), "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
 
 

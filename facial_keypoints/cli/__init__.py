@@ -7,8 +7,12 @@ where it is missing.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
 #: What the [train] extra brings: a command that cannot import one of these says so.
@@ -22,33 +26,92 @@ def missing_extra(prog, error) -> int:
     return 2
 
 
-def _run(module, prog, argv=None):
-    """``facial_keypoints.cli.<module>.main(argv)``, or the one line of ``missing_extra`` when
-    the module cannot import a package of the [train] extra (an optional back-end)."""
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM): handled as Ctrl-C is, with exit status 143."""
+
+
+def exit_status(interruption) -> int:
+    """130 for Ctrl-C (SIGINT), 143 for SIGTERM: 128 + the signal's number, as shells report."""
+    return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
+
+
+@contextmanager
+def stop_on_sigterm():
+    """Inside the block, SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``) so that the
+    command can keep its finished work and clean up, as for Ctrl-C (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        main = importlib.import_module(f"{__name__}.{module}").main
-    except ImportError as e:
-        if (e.name or "").split(".")[0] not in TRAIN_PACKAGES:
-            raise
-        return missing_extra(prog, e)
-    return main(argv)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(prog, interruption, detail="") -> int:
+    """One line for a command stopped by Ctrl-C or SIGTERM; its exit status."""
+    how = "SIGTERM" if isinstance(interruption, Terminated) else "Ctrl-C"
+    print(f"{prog}: interrupted ({how}){detail}", file=sys.stderr)
+    return exit_status(interruption)
+
+
+def int_at_least(low):
+    """An argparse type: an integer >= ``low`` (a usage error otherwise)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+#: What an interrupted command says it kept.
+INTERRUPTED = {"train": ": the last finished epoch is in the run's last.pt; run the same command "
+                        "with --resume to continue"}
+
+
+def run_command(module, prog, argv=None):
+    """``facial_keypoints.cli.<module>.main(argv)``, or the one line of ``missing_extra`` when
+    the module cannot import a package of the [train] extra (an optional back-end); Ctrl-C or
+    SIGTERM is one line (``interrupted``), not a traceback."""
+    try:
+        with stop_on_sigterm():
+            try:
+                main = importlib.import_module(f"{__name__}.{module}").main
+            except ImportError as e:
+                if (e.name or "").split(".")[0] not in TRAIN_PACKAGES:
+                    raise
+                return missing_extra(prog, e)
+            return main(argv)
+    except KeyboardInterrupt as e:   # every file the commands write is written atomically
+        return interrupted(prog, e, INTERRUPTED.get(module, ": every file written so far is "
+                                                             "complete"))
 
 
 def fkp_train(argv=None):
-    return _run("train", "fkp-train", argv)
+    return run_command("train", "fkp-train", argv)
 
 
 def fkp_evaluate(argv=None):
-    return _run("evaluate", "fkp-evaluate", argv)
+    return run_command("evaluate", "fkp-evaluate", argv)
 
 
 def fkp_ship(argv=None):
-    return _run("ship", "fkp-ship", argv)
+    return run_command("ship", "fkp-ship", argv)
 
 
 def fkp_export(argv=None):
-    return _run("export", "fkp-export", argv)
+    return run_command("export", "fkp-export", argv)
 
 
 def fkp_fetch_data(argv=None):
-    return _run("fetch_data", "fkp-fetch-data", argv)
+    return run_command("fetch_data", "fkp-fetch-data", argv)

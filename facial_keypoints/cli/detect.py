@@ -11,19 +11,24 @@ videos and put 68 keypoints on each.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
-from facial_keypoints.batch import (
-    read_boxes_file,
-    run,
-)
+from facial_keypoints.batch import expand_inputs, is_video, read_boxes_file, run
+from facial_keypoints.cli import int_at_least, interrupted, stop_on_sigterm
 from facial_keypoints.detection import DETECTORS
 from facial_keypoints.detection.base import DetectorWeightsError
-from facial_keypoints.files import atomic_write_json
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.keypoints.runtime import BACKENDS, ModelLoadError
+from facial_keypoints.output import (
+    Results,
+    annotated_names,
+    check_annotate_folder,
+    check_json_target,
+)
 from facial_keypoints.paths import DEFAULT_MODEL, DEFAULT_PHOTO
 
 
@@ -32,9 +37,13 @@ def build_parser(prog="fkp-detect"):
         prog=prog,
         description="Find every face in images, folders of images or videos and predict 68 "
                     "keypoints (iBUG order) on each, in the original image's pixels.",
-        epilog="Exit status: 0 when every input was read, 1 when some could not be (they get "
-               "an 'error' in the JSON and the others are still processed), 2 for bad usage "
-               "(including a missing or unusable --model or --boxes file).")
+        epilog="Outputs are checked before any work: an existing --json file or annotated copy "
+               "is replaced only with --overwrite. Ctrl-C or SIGTERM stops the run in one line "
+               "and keeps what was finished (exit status 130 or 143). Exit status: 0 when every "
+               "input was read in full, 1 when some could not be (an unreadable file, a video "
+               "cut short, a model giving non-finite keypoints: each gets an 'error' in the JSON "
+               "and the others are still processed), 2 for bad usage (including a missing or "
+               "unusable --model or --boxes file, or an output that cannot be written).")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image file, folder of images, or video file; with none, the bundled "
                         f"photo {DEFAULT_PHOTO.name} is used and an annotated copy "
@@ -42,8 +51,12 @@ def build_parser(prog="fkp-detect"):
     p.add_argument("--json", metavar="OUT.json",
                    help='write {"model", "images": [{"path", "width", "height", "faces": '
                         '[{"box": [x, y, w, h], "keypoints": [[x0, y0], ...], "score", '
-                        '"confidence", "roll"}], "error"}]}; a video gives one entry per frame, '
-                        'with a "frame" number, and each face an "id" kept across frames')
+                        '"confidence", "roll"}], "error"}], "complete"}; a video gives one entry '
+                        'per frame (with a "frame" number; each face an "id" kept across '
+                        'frames) and then its own entry ("frame": null, "frames_expected", '
+                        '"frames_read"). A name ending in .jsonl, or "-" for standard output, '
+                        "gives JSON Lines instead: one entry per line, written as each is done. "
+                        "Without --json or --annotate the JSON Lines go to standard output")
     p.add_argument("--annotate", metavar="OUT_DIR",
                    help="write a copy of each image (or video) with boxes and keypoints drawn")
     p.add_argument("--boxes", metavar="BOXES.json",
@@ -68,32 +81,50 @@ def build_parser(prog="fkp-detect"):
                    help="run the network with onnxruntime (the default: no PyTorch needed, "
                         "about twice as fast on a CPU) or with PyTorch (pip install "
                         "'facial-keypoints[train]'; the same keypoints within 0.05 px)")
-    p.add_argument("--track-every", type=int, default=10, metavar="N",
+    p.add_argument("--track-every", type=int_at_least(1), default=10, metavar="N",
                    help="videos: run the face detector every N frames and follow the faces "
-                        "from their keypoints in between (1: detect in every frame)")
-    p.add_argument("--batch", type=int, default=8,
-                   help="images whose faces go through the network together")
-    p.add_argument("--workers", type=int, default=1,
+                        "from their keypoints in between (1: detect in every frame; default: "
+                        "%(default)s)")
+    p.add_argument("--batch", type=int_at_least(1), default=8, metavar="N",
+                   help="images whose faces go through the network together (default: "
+                        "%(default)s)")
+    p.add_argument("--workers", type=int_at_least(0), default=1, metavar="N",
                    help="threads that decode images and video frames while the network runs; "
-                        "0: decode in turn")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+                        "0: decode in turn (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --json file or annotated copy (refused otherwise)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or summary (both go to standard error)")
     return p
 
 
 def main(argv=None, prog="fkp-detect"):
     """The command; ``prog``: its name in messages (the course runs it as ``detect.py``)."""
-    parser = build_parser(prog)
+    try:
+        with stop_on_sigterm():
+            return _main(build_parser(prog), argv, prog)
+    except KeyboardInterrupt as e:   # before the work started, or while loading the model
+        return interrupted(prog, e)
+
+
+def _main(parser, argv, prog):
     args = parser.parse_args(argv)
-    paths = args.paths
-    annotate = args.annotate
+    paths, annotate, json_target = args.paths, args.annotate, args.json
     if not paths:
         paths = [str(DEFAULT_PHOTO)]
         annotate = annotate or str(Path("out") / "annotated")
     if args.filter and not annotate:
         parser.error("--filter draws on the annotated copies: give --annotate OUT_DIR")
-    if args.json and Path(args.json).is_dir():
-        parser.error(f"--json {args.json} is a folder: give a file name, e.g. {args.json}/out.json")
-    try:
+    if json_target is None and annotate is None:
+        json_target = "-"   # nothing asked for: the JSON, on standard output
+    try:   # every output checked before the work, in well under a second
+        check_json_target(json_target, args.overwrite)
+        items = expand_inputs(paths, skip_annotated_in=annotate)
+        annotated = {}
+        if annotate:
+            check_annotate_folder(annotate)
+            annotated = annotated_names([i for i in items if not Path(i).is_dir()], annotate,
+                                        is_video, args.overwrite)
         boxes = read_boxes_file(args.boxes) if args.boxes else {}
         pipe = KeypointPipeline(args.model, detector=args.detector, markup=args.markup,
                                 flip_tta=args.flip_tta, backend=args.backend)
@@ -101,25 +132,39 @@ def main(argv=None, prog="fkp-detect"):
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    entries, failed = run(pipe, paths, annotate=annotate, boxes=boxes, filter_name=args.filter,
-                          batch_size=args.batch, track_every=args.track_every,
-                          workers=args.workers, quiet=args.quiet)
-    result = {"model": str(args.model), "images": entries}
-    if args.json:
-        atomic_write_json(args.json, result)
+    results = Results(json_target, args.model)
+    try:
+        with results, closing(run(pipe, items, annotated=annotated, boxes=boxes,
+                                  filter_name=args.filter, batch_size=args.batch,
+                                  track_every=args.track_every, workers=args.workers,
+                                  quiet=args.quiet)) as entries:
+            for entry in entries:
+                results.add(entry)
+    except KeyboardInterrupt as e:
+        kept = "" if json_target in (None, "-") else f"; in {json_target}"
+        return interrupted(prog, e, f": {results.done} image(s)/frame(s) finished and kept"
+                                    f"{kept}; annotated copies are written only when complete")
+    except BrokenPipeError:   # e.g. piped into `head`: the reader is gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if not args.quiet:
-        n_faces = sum(len(e["faces"]) for e in entries)
-        n_bad = sum(e["error"] is not None for e in entries)
-        where = f"; annotated -> {annotate}" if annotate else ""
-        seconds = time.perf_counter() - t0
-        print(f"{len(entries)} image(s)/frame(s), {n_faces} face(s), {n_bad} unreadable, "
-              f"{seconds:.2f} s ({len(entries) / max(seconds, 1e-9):.1f} images/s){where}")
-        for e in entries:
-            if e["error"]:
-                print(f"  error: {e['error']}", file=sys.stderr)
-            elif not e["faces"] and "frame" not in e:
-                print(f"  no face found in {e['path']}", file=sys.stderr)
-    return 1 if failed else 0
+        summarize(results, annotate, time.perf_counter() - t0)
+    return 1 if results.failed else 0
+
+
+def summarize(results, annotate, seconds):
+    """The summary line and each input's problem, on standard error (standard output may
+    carry the JSON)."""
+    c = results.count
+    videos = f" in {c['videos']} video(s)" if c["videos"] else ""
+    where = f"; annotated -> {annotate}" if annotate else ""
+    print(f"{c['images']} image(s), {c['frames']} frame(s){videos}, {c['faces']} face(s), "
+          f"{len(results.errors)} error(s), {seconds:.2f} s "
+          f"({results.done / max(seconds, 1e-9):.1f} images/s){where}", file=sys.stderr)
+    for message in results.errors:
+        print(f"  error: {message}", file=sys.stderr)
+    for path in results.no_face:
+        print(f"  no face found in {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def draw_faces(image, faces, box_color=(0, 255, 0)):
 
 
 def render(image, faces, filter_name=None):
-    """The annotated picture: boxes and keypoints, or (with ``filter_name``) a face filter."""
+    """The annotated picture: boxes and keypoints, or (with ``filter_name``) a face filter;
+    a face without finite keypoints (``Face.finite``) is not drawn."""
+    faces = [f for f in faces if f.finite]
     if filter_name:
         return apply_filter(image, faces, filter_name)
     return draw_faces(image, faces)

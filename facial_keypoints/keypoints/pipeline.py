@@ -40,6 +40,12 @@ from facial_keypoints.paths import DEFAULT_MODEL
 from facial_keypoints.video.one_euro import DEFAULT_ONE_EURO
 from facial_keypoints.video.tracker import FaceTracker
 
+#: The most face crops that go through the network at once (more are split): memory stays
+#: bounded however many faces an image has.
+MAX_BATCH = 64
+#: Given boxes: the largest coordinate and side, in pixels.
+MAX_BOX = 1_000_000
+
 
 @dataclass
 class Face:
@@ -50,11 +56,25 @@ class Face:
     roll: float = 0.0               # the face's roll in degrees (clockwise on screen)
     id: int | None = None           # the face's identity across video frames
 
+    @property
+    def finite(self) -> bool:
+        """Whether the box and keypoints are finite numbers (a broken model can give NaN)."""
+        return bool(np.isfinite(self.box).all() and np.isfinite(self.keypoints).all())
+
     def to_json(self):
-        out = {"box": [round(float(v), 1) for v in self.box],
-               "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in self.keypoints],
-               "score": _rounded(self.score, 3), "confidence": _rounded(self.confidence, 3),
-               "roll": round(float(self.roll), 1)}
+        """The face as strict JSON: a face whose box or keypoints are not finite numbers gets
+        ``null`` for them and an ``error`` instead."""
+        if not self.finite:
+            out = {"box": [_rounded(v, 1) for v in self.box], "keypoints": None,
+                   "score": _rounded(self.score, 3), "confidence": None, "roll": None,
+                   "error": "the model gave keypoints that are not finite numbers (NaN or "
+                            "infinity): the checkpoint is broken"}
+        else:
+            out = {"box": [round(float(v), 1) for v in self.box],
+                   "keypoints": [[round(float(x), 2), round(float(y), 2)]
+                                 for x, y in self.keypoints],
+                   "score": _rounded(self.score, 3), "confidence": _rounded(self.confidence, 3),
+                   "roll": round(float(self.roll), 1)}
         if self.id is not None:
             out["id"] = int(self.id)
         return out
@@ -138,11 +158,16 @@ class KeypointPipeline:
 
     def crop_predictions(self, image, crops, mirrored=False):
         """The model's raw keypoints (N, 68, 2) in crop pixels for squares (cx, cy, side,
-        angle), and its confidence (N,), all in one batch. ``image``: one image, or a list of
-        one image per crop. With ``mirrored``, also its prediction on each mirrored crop,
-        re-indexed by the mirror table but left in the mirrored crop's coordinates. No offset
-        is subtracted here."""
+        angle), and its confidence (N,), in batches of at most ``MAX_BATCH``. ``image``: one
+        image, or a list of one image per crop. With ``mirrored``, also its prediction on each
+        mirrored crop, re-indexed by the mirror table but left in the mirrored crop's
+        coordinates. No offset is subtracted here."""
         sources = image if isinstance(image, list) else [image] * len(crops)
+        if len(crops) > MAX_BATCH:   # bounded memory, however many faces
+            parts = [self.crop_predictions(sources[i:i + MAX_BATCH], crops[i:i + MAX_BATCH],
+                                           mirrored) for i in range(0, len(crops), MAX_BATCH)]
+            return tuple(None if parts[0][k] is None else np.concatenate([q[k] for q in parts])
+                         for k in range(3))
         batch = np.stack([self._input(im, c) for im, c in zip(sources, crops)])
         plain, conf = self._run(batch)
         if not mirrored:
@@ -202,7 +227,16 @@ class KeypointPipeline:
 
     def refit_keypoints(self, image, keypoints):
         """Keypoints and confidences predicted again from the upright square around each
-        face's previous keypoints (N, 68, 2)."""
+        face's previous keypoints (N, 68, 2); a face whose keypoints are not finite (a broken
+        model) stays as it is, with no confidence."""
+        finite = np.isfinite(keypoints).all(axis=(1, 2))
+        if not finite.all():
+            pts, conf = np.array(keypoints, dtype=np.float64), np.full(len(keypoints), np.nan)
+            if finite.any():
+                keep = np.flatnonzero(finite)
+                images = [image[i] for i in keep] if isinstance(image, list) else image
+                pts[keep], conf[keep] = self.refit_keypoints(images, keypoints[keep])
+            return pts, conf
         crops = [upright_square(p, self.crop_scale) for p in keypoints]
         return self.keypoints_for_crops(image, crops)
 
@@ -276,13 +310,28 @@ def _finite(value):
 
 
 def check_boxes(boxes):
-    message = f"face boxes must be a list of [x, y, w, h] with w, h > 0, got {boxes!r}"
+    """Face boxes as an (N, 4) array of (x, y, w, h); a ValueError naming the first bad one
+    unless each is four finite numbers with x, y within ``MAX_BOX`` pixels of the origin and
+    w, h from 1 to ``MAX_BOX`` pixels."""
+    rule = (f"face boxes must be a list of [x, y, w, h] with x, y within {MAX_BOX:,} px and w, "
+            f"h from 1 to {MAX_BOX:,} px")
     try:
         arr = np.asarray(boxes, dtype=np.float64)
     except (TypeError, ValueError):  # e.g. a dict, a string, ragged lists
-        raise ValueError(message) from None
+        raise ValueError(f"{rule}, got {_short(boxes)}") from None
     if arr.size == 0:
         return np.zeros((0, 4))
-    if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
-        raise ValueError(message)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{rule}, got {_short(boxes)}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(arr).all(1) | (np.abs(arr[:, :2]) > MAX_BOX).any(1) | \
+            (arr[:, 2:] < 1).any(1) | (arr[:, 2:] > MAX_BOX).any(1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{rule}; box {i} is {arr[i].tolist()}")
     return arr
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
