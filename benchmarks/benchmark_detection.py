@@ -23,11 +23,10 @@ import time
 from functools import partial
 
 import cv2
-import numpy as np
 import skimage.data
 from tqdm import tqdm
 
-from benchmarks.common import make_pipeline, shown, write_table
+from benchmarks.common import face_free_images, make_pipeline, shown, write_table
 from facial_keypoints.detection import DETECTORS
 from facial_keypoints.detection.blazeface import BlazeFaceDetector, installed_runtimes
 from facial_keypoints.detection.haar import HaarFaceDetector
@@ -42,21 +41,6 @@ from facial_keypoints.images import as_rgb_array, load_image
 from facial_keypoints.paths import COURSE_IMAGES_DIR, DEFAULT_MODEL, DEFAULT_PHOTO, RESULTS_DIR
 
 ANGLES = (0, 30, -30, 60, -60, 90, -90, 180)
-
-
-#: Pictures without a face, bundled with scikit-image (no download): false-detection check.
-FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "hubble_deep_field",
-             "text", "grass", "gravel", "brick", "cell", "colorwheel", "logo", "microaneurysms",
-             "retina", "immunohistochemistry", "clock", "binary_blobs", "checkerboard",
-             "shepp_logan_phantom")
-
-
-def face_free_images():
-    """(name, RGB uint8 image) for each face-free picture, at 1x and 2x."""
-    for name in FACE_FREE:
-        image = as_rgb_array(getattr(skimage.data, name)())
-        yield name, image
-        yield name + " x2", np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))
 
 
 def face_sets(subset=None):

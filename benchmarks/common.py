@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import skimage.data
 import torch
 
 from facial_keypoints.detection.base import crop_for_box
 from facial_keypoints.files import atomic_write_json, atomic_write_text
+from facial_keypoints.images import as_rgb_array
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.paths import HOME
 
@@ -80,3 +82,18 @@ def write_table(rows, out_dir, name, title):
     atomic_write_text(out_dir / f"{name}.md", md)
     atomic_write_json(out_dir / f"{name}.json", rows)
     return out_dir / f"{name}.md"
+
+
+#: Pictures without a face, bundled with scikit-image (no download): false-detection check.
+FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "moon", "page", "horse", "hubble_deep_field",
+             "text", "grass", "gravel", "brick", "cell", "colorwheel", "logo", "microaneurysms",
+             "retina", "immunohistochemistry", "clock", "binary_blobs", "checkerboard",
+             "shepp_logan_phantom")
+
+
+def face_free_images():
+    """(name, RGB uint8 image) for each face-free picture, at 1x and 2x."""
+    for name in FACE_FREE:
+        image = as_rgb_array(getattr(skimage.data, name)())
+        yield name, image
+        yield name + " x2", np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))

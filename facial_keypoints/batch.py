@@ -23,28 +23,63 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
-def expand_inputs(paths, skip_annotated_in=None):
-    """Image files, folders (their images, sorted; a folder with none stays as it is, for
-    ``run`` to report) and video files, in the order given. In a folder that is
-    ``skip_annotated_in`` (the ``--annotate`` folder), files named as annotated copies
-    (``*_keypoints.*``) are earlier output, not input: they are left out."""
+def expand_inputs(paths, skip_annotated_in=None, recursive=False):
+    """Image files, folders (their images and videos, sorted; with ``recursive``, those of
+    their subfolders too; a folder with none stays as it is, for ``run`` to report) and video
+    files, in the order given. Hidden files and folders (``.name``) are left out, and in the
+    ``skip_annotated_in`` folder (``--annotate``'s) so are files named as annotated copies
+    (``*_keypoints.*``): earlier output, not input."""
     skip = Path(skip_annotated_in).resolve() if skip_annotated_in else None
     items = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            files = sorted(f for f in path.iterdir() if f.is_file()
-                           and f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
-                           and not (skip == path.resolve() and is_annotated_copy(f)))
+            files = sorted(f for f in _folder(path, recursive) if f.is_file()
+                           and f.suffix.lower() in MEDIA_EXTENSIONS
+                           and not (skip == f.parent.resolve() and is_annotated_copy(f)))
             items += [str(f) for f in files] or [str(p)]  # an empty one: reported by run
         else:
             items.append(str(p))
     return items
+
+
+def _folder(path, recursive):
+    """The entries of a folder (and of its subfolders, with ``recursive``), hidden ones left
+    out."""
+    for entry in path.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and recursive:
+            yield from _folder(entry, recursive)
+        else:
+            yield entry
+
+
+def skipped_in(paths, recursive=False) -> list[str]:
+    """One line per folder of ``paths`` for what ``expand_inputs`` leaves out: subfolders
+    (without ``recursive``) and files that are neither images nor videos."""
+    notes = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            continue
+        entries = list(_folder(path, recursive))
+        folders = [e for e in entries if e.is_dir()]
+        others = sorted(e.name for e in entries if e.is_file()
+                        and e.suffix.lower() not in MEDIA_EXTENSIONS)
+        if folders:
+            notes.append(f"{p}: {len(folders)} subfolder(s) not searched (add --recursive), "
+                         f"e.g. {sorted(f.name for f in folders)[0]}")
+        if others:
+            notes.append(f"{p}: {len(others)} file(s) neither image nor video skipped, e.g. "
+                         f"{others[0]}")
+    return notes
 
 
 def is_video(path):

@@ -77,6 +77,17 @@ def upright_square(keypoints, scale=CROP_SCALE, angle=None):
     return np.array([cx, cy, scale * float(np.max(hi - lo)), angle])
 
 
+def face_outline(keypoints, angle=None) -> np.ndarray:
+    """The face's own box, brow to chin and ear to ear: the corners (4, 2) of the keypoints'
+    bounding box in the face's frame (turned by its roll, ``eye_roll``, or ``angle``), in
+    image pixels, in drawing order."""
+    pts = np.asarray(keypoints, dtype=np.float64)
+    turn = _turn(eye_roll(pts) if angle is None else float(angle))
+    q = pts @ turn.T
+    (x0, y0), (x1, y1) = q.min(axis=0), q.max(axis=0)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) @ turn
+
+
 def crop_matrix(crop, size):
     """The 2x3 affine matrix from image pixels to the pixels of the ``size``-px crop of the
     square ``crop`` = (cx, cy, side, angle): the square's centre goes to the crop's centre and

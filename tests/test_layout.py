@@ -16,6 +16,7 @@ pointing one way, thin commands, and the shipped model run without PyTorch.
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,23 @@ sys.exit(main(['--json', {str(out)!r}, '--quiet']))
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert out.is_file() and (tmp_path / "out" / "annotated").is_dir() is not False
+
+
+def test_the_courses_detect_py_runs_the_shipped_model_without_torch(tmp_path):
+    """``python detect.py`` registers the course's Net (models.py, PyTorch) only when a
+    checkpoint is read with PyTorch: --help and the shipped model never load it."""
+    out = tmp_path / "out.json"
+    for args in (["--help"], [str(PACKAGE / "samples" / "astronaut.jpg"), "--json", str(out)]):
+        code = BLOCK_HEAVY + f"""
+import runpy
+sys.argv = ['detect.py', *{args!r}]
+sys.path.insert(0, {str(ROOT)!r})
+runpy.run_path({str(ROOT / 'detect.py')!r}, run_name='__main__')
+"""
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert len(json.loads(out.read_text())["images"][0]["faces"]) == 1
 
 
 def test_the_torch_backend_without_torch_names_the_extra(tmp_path):

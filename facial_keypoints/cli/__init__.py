@@ -74,6 +74,17 @@ def int_at_least(low):
     return parse
 
 
+def fraction(text):
+    """An argparse type: a number from 0 to 1 (a usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
 #: What an interrupted command says it kept.
 INTERRUPTED = {"train": ": the last finished epoch is in the run's last.pt; run the same command "
                         "with --resume to continue"}

@@ -17,8 +17,9 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from facial_keypoints.batch import expand_inputs, is_video, read_boxes_file, run
-from facial_keypoints.cli import int_at_least, interrupted, stop_on_sigterm
+from facial_keypoints import __version__
+from facial_keypoints.batch import expand_inputs, is_video, read_boxes_file, run, skipped_in
+from facial_keypoints.cli import fraction, int_at_least, interrupted, stop_on_sigterm
 from facial_keypoints.detection import DETECTORS
 from facial_keypoints.detection.base import DetectorWeightsError
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
@@ -51,12 +52,17 @@ def build_parser(prog="fkp-detect"):
     p.add_argument("--json", metavar="OUT.json",
                    help='write {"model", "images": [{"path", "width", "height", "faces": '
                         '[{"box": [x, y, w, h], "keypoints": [[x0, y0], ...], "score", '
-                        '"confidence", "roll"}], "error"}], "complete"}; a video gives one entry '
+                        '"confidence", "roll"}], "annotated", "error"}], "complete"} '
+                        '("annotated": the annotated copy, with --annotate); a video gives '
+                        'one entry '
                         'per frame (with a "frame" number; each face an "id" kept across '
                         'frames) and then its own entry ("frame": null, "frames_expected", '
                         '"frames_read"). A name ending in .jsonl, or "-" for standard output, '
                         "gives JSON Lines instead: one entry per line, written as each is done. "
                         "Without --json or --annotate the JSON Lines go to standard output")
+    p.add_argument("--recursive", "-r", action="store_true",
+                   help="search folders' subfolders too (without it they are skipped, and "
+                        "said so)")
     p.add_argument("--annotate", metavar="OUT_DIR",
                    help="write a copy of each image (or video) with boxes and keypoints drawn")
     p.add_argument("--boxes", metavar="BOXES.json",
@@ -65,7 +71,7 @@ def build_parser(prog="fkp-detect"):
                         "draws it (brows to chin, cheek to cheek)")
     p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)),
                    help="face detector: blazeface (MediaPipe's, any tilt) or haar (the "
-                        "course's OpenCV cascade, upright faces)")
+                        "course's OpenCV cascade, upright faces; default: %(default)s)")
     p.add_argument("--markup", choices=("300w", "course"), default=None,
                    help="for a model with one head per mark-up: the iBUG 300-W standard "
                         "(default) or the course dataset's")
@@ -75,6 +81,10 @@ def build_parser(prog="fkp-detect"):
     p.add_argument("--filter", choices=("sunglasses", "moustache", "hat", "blur"),
                    help="with --annotate (or no PATH): draw this face filter (filters/overlays.py) "
                         "instead of boxes and keypoints, on images and videos")
+    p.add_argument("--min-confidence", type=fraction, default=None, metavar="P",
+                   help="drop a detected face whose confidence (the probability that its fit "
+                        "is good) is below P; 0 keeps every detection (default: the model's "
+                        "own threshold, chosen on held-out faces; the model card gives it)")
     p.add_argument("--flip-tta", action="store_true",
                    help="average with the prediction on the mirrored face (slower, steadier)")
     p.add_argument("--backend", choices=BACKENDS, default="onnx",
@@ -93,6 +103,7 @@ def build_parser(prog="fkp-detect"):
                         "0: decode in turn (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --json file or annotated copy (refused otherwise)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars or summary (both go to standard error)")
     return p
@@ -119,7 +130,7 @@ def _main(parser, argv, prog):
         json_target = "-"   # nothing asked for: the JSON, on standard output
     try:   # every output checked before the work, in well under a second
         check_json_target(json_target, args.overwrite)
-        items = expand_inputs(paths, skip_annotated_in=annotate)
+        items = expand_inputs(paths, skip_annotated_in=annotate, recursive=args.recursive)
         annotated = {}
         if annotate:
             check_annotate_folder(annotate)
@@ -127,10 +138,14 @@ def _main(parser, argv, prog):
                                         is_video, args.overwrite)
         boxes = read_boxes_file(args.boxes) if args.boxes else {}
         pipe = KeypointPipeline(args.model, detector=args.detector, markup=args.markup,
-                                flip_tta=args.flip_tta, backend=args.backend)
+                                flip_tta=args.flip_tta, backend=args.backend,
+                                min_confidence=args.min_confidence)
     except (ValueError, ModelLoadError, DetectorWeightsError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    if not args.quiet:
+        for note in skipped_in(paths, args.recursive):
+            print(f"  skipped: {note}", file=sys.stderr)
     t0 = time.perf_counter()
     results = Results(json_target, args.model)
     try:
@@ -143,7 +158,7 @@ def _main(parser, argv, prog):
     except KeyboardInterrupt as e:
         kept = "" if json_target in (None, "-") else f"; in {json_target}"
         return interrupted(prog, e, f": {results.done} image(s)/frame(s) finished and kept"
-                                    f"{kept}; annotated copies are written only when complete")
+                                    f"{kept}; an annotated copy is written whole or not at all")
     except BrokenPipeError:   # e.g. piped into `head`: the reader is gone, stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -109,7 +109,8 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
     ``split``: see ``split_dataset``. A model with one head per mark-up is read with the
     split's own: the course's for the course splits, 300-W's for the 300-W ones.
     ``protocol='crop'``: the model on the upright face square derived from the labelled
-    keypoints. ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure.
+    keypoints. ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure,
+    and so is a face the pipeline drops for a confidence below its ``min_confidence``.
     ``degrees``: each image (and its labels) turned by that much first (``rotated``).
     ``markup``: read another head than the split's own (to compare the heads on the same faces).
     ``details`` holds the predictions, labels, confidences and file names; the summary's
@@ -136,7 +137,8 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
                                     pipe.crop_scale)
                 if j is not None:
                     pts, c = pipe.keypoints_for(image, found[j:j + 1])
-                    pred, conf = pts[0], c[0]
+                    if not pipe.calibrated(c)[0] < pipe.min_confidence:  # as the product keeps
+                        pred, conf = pts[0], c[0]
             seconds += time.perf_counter() - t0
             preds.append(pred)
             gts.append(gt)

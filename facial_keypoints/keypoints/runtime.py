@@ -103,12 +103,30 @@ def current_export(path, checkpoint, threads=None):
     return model if current else None
 
 
+#: What must run before PyTorch first reads a checkpoint (``before_torch``).
+_BEFORE_TORCH = []
+
+
+def before_torch(setup):
+    """Run ``setup()`` once, just before a checkpoint is first read with PyTorch (to export
+    it, or on the torch back-end): e.g. importing a module that registers an architecture
+    defined outside the package, as the course's ``detect.py`` does for its ``Net``, so that
+    a photo through an ONNX model never waits for PyTorch to load."""
+    _BEFORE_TORCH.append(setup)
+
+
+def _torch_needed():
+    while _BEFORE_TORCH:
+        _BEFORE_TORCH.pop(0)()
+
+
 def _onnx_for_checkpoint(checkpoint, threads=None) -> OnnxKeypointModel:
     """The checkpoint's ONNX twin when it is current (the shipped model's is), else exported
     now (``keypoints.export``, which needs PyTorch)."""
     model = current_export(onnx_path_for(checkpoint), checkpoint, threads)
     if model is not None:
         return model
+    _torch_needed()
     try:
         from facial_keypoints.keypoints.export import onnx_model_for  # optional: needs torch
     except ImportError:
@@ -121,6 +139,7 @@ class TorchKeypointModel:
     """A checkpoint run by PyTorch, with the same ``predict`` as ``OnnxKeypointModel``."""
 
     def __init__(self, path, device="cpu"):
+        _torch_needed()
         try:
             import torch
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from facial_keypoints.data.fetch import fetch_300w
+from facial_keypoints.evaluation.calibration import calibrate, found_fits, wrong_crop_fits
 from facial_keypoints.evaluation.evaluate import (
     PROTOCOL_TITLES,
     evaluate,
@@ -99,8 +100,22 @@ def confidence_summary(confidence):
             "median": round(float(np.median(c)), 4)}
 
 
+def measure_calibration(pipe, markup):
+    """The calibration of a head's confidence (``evaluation.calibration``) on its held-out
+    faces, printed with its reliability tables; (calibration, tables)."""
+    split, names, description = held_out_faces(pipe, markup)
+    found = found_fits(pipe, split, names, markup=markup)
+    wrong = wrong_crop_fits(pipe, split, names, markup=markup)
+    calibration, tables = calibrate(found, wrong)
+    calibration["split"] = description
+    print(f"{markup} head: confidence calibrated on {calibration['fits']} fits of "
+          f"{calibration['faces']} faces ({description}): {calibration}")
+    print(_calibration_table({markup: tables}))
+    return calibration, tables
+
+
 def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=None,
-               settings=None, command=None, heads=None):
+               settings=None, command=None, heads=None, calibration_tables=None):
     """Copy a checkpoint to ``dest`` with its measured test metrics, offsets and confidence
     floors, and write its model card.
 
@@ -110,7 +125,8 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
     """
     ckpt = read_checkpoint(model_path)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results,
-                       "test_settings": dict(settings or {}), "heads": heads or {}}
+                       "test_settings": dict(settings or {}), "heads": heads or {},
+                       "calibration": calibration_tables or {}}
     if bias:
         ckpt["bias"] = {m: {"plain": b["plain"], "mirrored": b["mirrored"]}
                         for m, b in bias.items()}
@@ -120,7 +136,9 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
     dest = Path(dest)
     export_onnx(dest, onnx_path_for(dest))
     run_dir = Path(ckpt.get("train_config", {}).get("out", ""))
-    curves = None
+    curves = dest.with_name(dest.stem + "_curves.png")
+    if not curves.is_file():   # copied from its run below, or shipped before (kept)
+        curves = None
     if run_dir.is_dir() and (run_dir / "curves.png").is_file():
         curves = dest.with_name(dest.stem + "_curves.png")
         for source, target in ((run_dir / "curves.png", curves),
@@ -148,6 +166,7 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
         curves=(f"- Curves: `{curves.name}`, per-epoch log: `{dest.stem}_log.csv`."
                 if curves else ""),
         test_table=_test_table(results), heads_table=_heads_table(heads or {}),
+        calibration_table=_calibration_table(calibration_tables or {}),
         terms=_terms(cfg))
     atomic_write_text(card_path, text)
     return dest, card_path
@@ -226,7 +245,31 @@ def _offsets(ckpt):
 def _confidence(ckpt):
     conf = ckpt.get("confidence") or {}
     return "; ".join(f"{m}: floor (5th percentile of held-out faces) {c['floor']}, median "
-                     f"{c['median']}" for m, c in conf.items() if c) or "none (a regressor)"
+                     f"{c['median']}" + _calibration(c.get("calibration"))
+                     for m, c in conf.items() if c) or "none (a regressor)"
+
+
+def _calibration(c):
+    if not c:
+        return ""
+    return (f"; as the probability of a good fit (NME < {100 * c['good_nme']:g} %): an "
+            f"isotonic curve of ln(raw) with {len(c['log_raw'])} knots, fitted on {c['fits']} "
+            f"fits of {c['faces']} held-out faces ({c.get('split', '?')}); default "
+            f"min_confidence {c['min_confidence']}")
+
+
+def _calibration_table(tables):
+    """The card's reliability tables: per head and kind of fit, each confidence bin's faces,
+    mean confidence and share of good fits (``evaluation.calibration.calibrate``)."""
+    if not tables:
+        return "No calibration was measured (a model without confidence)."
+    lines = ["| head | which fits | confidence | fits | mean confidence | share with a good fit |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for markup, kinds in tables.items():
+        for kind, rows in kinds.items():
+            lines += [f"| {markup} | {kind} | {r['confidence']} | {r['fits']} | "
+                      f"{r['mean confidence']} | {r['share with a good fit']} |" for r in rows]
+    return "\n".join(lines)
 
 
 def _init_history(cfg):
@@ -288,7 +331,7 @@ def measure_and_ship(pipe, model_path, dest, command=None):
     """Measure ``pipe``'s model (offsets and confidence per head on held-out faces, then both
     protocols on the test sets, printed as they come) and ship it to ``dest`` with its ONNX
     twin and card (``ship_model``). Returns (checkpoint path, card path)."""
-    bias, confidence = {}, {}
+    bias, confidence, calibration_tables = {}, {}, {}
     for markup in pipe.markups:
         found = measure_bias(pipe, markup)
         bias[markup], confidence[markup] = found, confidence_summary(found["confidence"])
@@ -299,6 +342,12 @@ def measure_and_ship(pipe, model_path, dest, command=None):
               f"{confidence[markup]}")
     pipe.meta = {**pipe.meta, "bias": bias}
     pipe.set_markup(pipe.markup)  # the offsets apply from now on
+    for markup in pipe.markups:
+        if confidence[markup]:
+            confidence[markup]["calibration"], calibration_tables[markup] = \
+                measure_calibration(pipe, markup)
+    pipe.meta = {**pipe.meta, "confidence": confidence}
+    pipe.set_markup(pipe.markup)  # the calibration applies from now on
     results = {}
     for name, (split, names) in test_sets(pipe).items():
         results[name] = {}
@@ -310,6 +359,7 @@ def measure_and_ship(pipe, model_path, dest, command=None):
     print(_heads_table(heads))
     dest, card = ship_model(model_path, dest, results, bias=bias, heads=heads,
                             confidence={k: v for k, v in confidence.items() if v},
+                            calibration_tables=calibration_tables,
                             settings={"flip_tta": pipe.flip_tta, "refine": pipe.refine,
                                       "detector": pipe.detector.name}, command=command)
     return dest, card
