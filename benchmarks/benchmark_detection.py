@@ -3,6 +3,7 @@
     python -m benchmarks.benchmark_detection  # every table below -> results/detection_*.md
     python -m benchmarks.benchmark_detection --subset 100  # a quick look
     python -m benchmarks.benchmark_detection --part speed  # the speed table alone (an idle machine)
+    python -m benchmarks.benchmark_detection --part roll   # where turned faces go wrong
     python -m benchmarks.benchmark_detection --haar-variants # the Haar set-ups of notebook 3
 
 * faces found: the course test split, ``300w_test`` (300-W test photos) and the held-out fifth
@@ -10,6 +11,8 @@
   image turned on a canvas grown to fit, the labels with it: ``evaluate.rotated``); a face is
   found when a detection gives a crop near the labelled face's (``evaluate.match_detection``);
 * NME through the whole pipeline at each angle (``evaluate.evaluate``, protocol "pipeline");
+* where turned faces go wrong (``roll_table``): faces found, failures and wrong rolls at each
+  angle, also on AFW's yawed faces in crops and in whole group photos (training faces);
 * false boxes on face-free pictures bundled with scikit-image (at 1x and 2x);
 * milliseconds per photo of the detector alone, photos up to 1280 px (BlazeFace on each
   runtime installed: LiteRT and OpenCV's dnn).
@@ -23,6 +26,7 @@ import time
 from functools import partial
 
 import cv2
+import numpy as np
 import skimage.data
 from tqdm import tqdm
 
@@ -37,6 +41,7 @@ from facial_keypoints.evaluation.evaluate import (
     rotated,
     split_dataset,
 )
+from facial_keypoints.geometry import eye_roll
 from facial_keypoints.images import as_rgb_array, load_image
 from facial_keypoints.paths import COURSE_IMAGES_DIR, DEFAULT_MODEL, DEFAULT_PHOTO, RESULTS_DIR
 
@@ -77,6 +82,31 @@ def nme_table(model, subset=None, angles=ANGLES, progress=True):
             row[f"NME {key}"] = round(100 * m["nme_mean"], 2)
             row[f"found {key}"] = f"{m['faces_found']}/{m['faces']}"
         rows.append(row)
+    return rows
+
+
+def roll_table(model, subset=None, angles=ANGLES, progress=True):
+    """Where turned faces go wrong, per set and angle through the whole pipeline (BlazeFace,
+    ``min_confidence`` 0: every fit counts): faces found, failures (FR@8: NME > 8 % or missed)
+    and fits whose roll (``geometry.eye_roll``) is more than 30 degrees off the labels'. The
+    sets add AFW's faces in crops and in their whole group photos (``300w_afw``,
+    ``300w_afw_photos``: training faces, many turned sideways: for finding detector and roll
+    problems, not accuracy) to those of the other tables."""
+    pipe = make_pipeline(model, "onnx")
+    pipe.min_confidence_setting = 0.0
+    sets = {**face_sets(), "300w_afw (training crops)": ("300w_afw", None),
+            "300w_afw_photos (training faces, whole photos)": ("300w_afw_photos", None)}
+    rows = []
+    for set_name, (split, names) in sets.items():
+        for angle in tqdm(angles, desc=f"rolls {set_name}", disable=not progress or None):
+            m, d = evaluate(pipe, split, "pipeline", subset, progress=False, names=names,
+                            degrees=angle)
+            found = np.isfinite(d["pred"]).all(axis=(1, 2))
+            off = [abs((eye_roll(p) - eye_roll(g) + 180) % 360 - 180) > 30
+                   for p, g in zip(d["pred"][found], d["gt"][found])]
+            rows.append({"set": set_name, "angle": angle, "faces": m["faces"],
+                         "found": m["faces_found"], "FR@8 %": round(100 * m["fr@8"], 2),
+                         "roll > 30° off": int(np.sum(off))})
     return rows
 
 
@@ -154,7 +184,7 @@ def main(argv=None):
     p.add_argument("--subset", type=int, default=None, help="only N faces of each set")
     p.add_argument("--haar-variants", action="store_true",
                    help="compare the Haar set-ups of notebook 3 instead (upright faces)")
-    p.add_argument("--part", choices=("all", "speed", "accuracy"), default="all",
+    p.add_argument("--part", choices=("all", "speed", "accuracy", "roll"), default="all",
                    help="only the speed table (needs an idle machine), or only the others")
     p.add_argument("--out", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
@@ -165,6 +195,13 @@ def main(argv=None):
                     "detection_haar", "Haar set-ups: faces found (%), upright")
         write_table(false_boxes(detectors), args.out, "detection_haar_false",
                     "Haar set-ups: false boxes on face-free pictures")
+        return 0
+    if args.part in ("all", "roll"):
+        write_table(roll_table(args.model, args.subset), args.out, "detection_roll",
+                    f"Where turned faces go wrong: the whole pipeline (BlazeFace, "
+                    f"{shown(args.model)}, min_confidence 0), faces found, failures and rolls "
+                    f"more than 30 degrees off")
+    if args.part == "roll":
         return 0
     detectors = {name: make() for name, make in DETECTORS.items()}
     if args.part in ("all", "speed"):

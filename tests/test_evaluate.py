@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import dataset_names, draw_dots, face_layout, make_image_file, write_keypoints_csv
 from facial_keypoints import geometry, landmarks
 from facial_keypoints.cli import evaluate as evaluate_cmd
-from facial_keypoints.data import course, w300
+from facial_keypoints.data import course, fetch, w300
 from facial_keypoints.detection import base
 from facial_keypoints.evaluation import evaluate, metrics
 from facial_keypoints.geometry import upright_square
@@ -381,3 +381,22 @@ def test_evaluate_command_refuses_a_head_the_model_does_not_have(tmp_path, capsy
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--markup 300w: " in err and "has no such head; it has course" in err
+
+
+def test_whole_photos_with_several_faces_are_a_split(tmp_path, monkeypatch):
+    """``300w_afw_photos``: one row per labelled face, several rows for one group photo; each
+    face is a sample of its own, on the whole photo."""
+    folder = tmp_path / "300w_afw_photos"
+    (folder / "images").mkdir(parents=True)
+    make_image_file(folder / "images" / "afw_1.jpg", size=(200, 120))
+    faces = [face_layout(center=(50, 60), width=40), face_layout(center=(150, 60), width=40)]
+    write_keypoints_csv(folder / "keypoints.csv", ["afw_1.jpg", "afw_1.jpg"], faces)
+    (folder / ".complete").write_text("test\n")
+    monkeypatch.setattr(w300, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(fetch, "DATA_DIR", tmp_path)
+    ds = evaluate.split_dataset("300w_afw_photos")
+    assert len(ds) == 2
+    a, b = ds[0], ds[1]
+    assert a["image"].shape[:2] == (120, 200) and np.array_equal(a["image"], b["image"])
+    np.testing.assert_allclose(a["keypoints"], faces[0], atol=1e-3)
+    np.testing.assert_allclose(b["keypoints"], faces[1], atol=1e-3)

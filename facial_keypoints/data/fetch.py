@@ -215,9 +215,10 @@ def fetch_course_images(dest=None, quiet=False) -> Path:
 
 
 #: The 300-W crop folders a mirror may hold (``$FKP_DATA_MIRROR/<name>``): training crops
-#: (LFPW and HELEN train), more training crops (AFW) and test crops (LFPW and HELEN test: for
+#: (LFPW and HELEN train), more training crops (AFW), the same AFW faces in their whole photos
+#: (group pictures, one row per labelled face) and test crops (LFPW and HELEN test: for
 #: testing only).
-W300_SETS = (W300_NAME, "300w_afw", "300w_test")
+W300_SETS = (W300_NAME, "300w_afw", "300w_afw_photos", "300w_test")
 
 
 def fetch_300w(data_dir=None, quiet=False, name=W300_NAME):

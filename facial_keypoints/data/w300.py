@@ -74,7 +74,8 @@ def split_300w_files(data_dir=None, holdout_fraction=0.2, seed=0):
 
 def dataset_300w(transform=None, data_dir=None, name=W300_NAME, **kwargs):
     """300-W crops through the course's dataset class (same CSV layout): ``name`` is one of
-    ``data.fetch.W300_SETS`` (``300w_train``, ``300w_afw``, ``300w_test``)."""
+    ``data.fetch.W300_SETS`` (``300w_train``, ``300w_afw``, ``300w_afw_photos``: one row per
+    labelled face of a whole photo, ``300w_test``)."""
     folder = Path(data_dir or DATA_DIR) / name
     return FacialKeypointsDataset(folder / "keypoints.csv", folder / "images", transform, **kwargs)
 

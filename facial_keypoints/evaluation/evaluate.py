@@ -72,10 +72,12 @@ def split_dataset(split, pipe=None, subset=None, names=None):
     """The faces of a split: ``"test"`` (the course test split), ``"train"``, ``"val"`` (the
     people that the model's own training run held out, read from its checkpoint: where
     settings are chosen, never on the test split), ``"300w"`` (the 300-W training crops; the
-    held-out fifth with ``names``), ``"300w_test"`` (300-W test photos: testing only).
+    held-out fifth with ``names``), ``"300w_afw"`` and ``"300w_afw_photos"`` (AFW's faces, in
+    crops and in their whole photos: training faces, for finding detector and roll problems),
+    ``"300w_test"`` (300-W test photos: testing only).
     ``names`` restricts it to those files."""
-    if split in ("300w", "300w_test"):
-        name = {"300w": W300_NAME, "300w_test": "300w_test"}[split]
+    if split.startswith("300w"):
+        name = W300_NAME if split == "300w" else split
         if fetch_300w(quiet=True, name=name) is None:
             raise FileNotFoundError(f"the 300-W crops are not in data/{name}: set "
                                     f"FKP_DATA_MIRROR to a mirror that has them")
