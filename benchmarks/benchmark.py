@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     face_free_images,
+    failures_caught,
     keypoint_step,
     make_pipeline,
     set_torch_threads,
@@ -290,22 +291,6 @@ def compare_with_dlib(pipelines, dlib_pipelines, split="test", frames=None, prog
 # --------------------------------------------------------------------------------------------
 # Does the confidence flag the failures?
 # --------------------------------------------------------------------------------------------
-def failures_caught(confidence, bad):
-    """Flag faces from the least confident up: how many of the ``bad`` faces the least
-    confident tenth holds, the share of them it catches, and the area under the curve of bad
-    faces caught against faces flagged (1: every bad face flagged first; 0.5: chance)."""
-    order = np.argsort(confidence, kind="stable")      # least confident first
-    caught = np.cumsum(bad[order]) / max(bad.sum(), 1)
-    flagged = np.arange(1, len(order) + 1) / len(order)
-    tenth = int(np.ceil(0.1 * len(order)))
-    return {"in the least confident tenth": int(bad[order[:tenth]].sum()),
-            "share caught by flagging 10 %": round(float(caught[tenth - 1]), 3)
-            if bad.any() else None,
-            "AUC (caught vs flagged)": round(float(np.trapezoid(np.r_[0, caught],
-                                                                 np.r_[0, flagged])), 3)
-            if bad.any() else None}
-
-
 def confidence_report(pipe, split="300w_test", protocol="pipeline"):
     """Does the confidence flag the bad fits? Two rules for a bad fit: a failure (NME > 8 %,
     a missed face included) and, since a good model fails rarely, the worst tenth of the faces

@@ -4,6 +4,7 @@
     python -m benchmarks.benchmark_detection --subset 100  # a quick look
     python -m benchmarks.benchmark_detection --part speed  # the speed table alone (an idle machine)
     python -m benchmarks.benchmark_detection --part roll   # where turned faces go wrong
+    python -m benchmarks.benchmark_detection --part misses # missed faces, and what finds them
     python -m benchmarks.benchmark_detection --haar-variants # the Haar set-ups of notebook 3
 
 * faces found: the course test split, ``300w_test`` (300-W test photos) and the held-out fifth
@@ -30,18 +31,27 @@ import numpy as np
 import skimage.data
 from tqdm import tqdm
 
-from benchmarks.common import face_free_images, make_pipeline, shown, write_table
+from benchmarks.common import (
+    face_free_images,
+    failures_caught,
+    make_pipeline,
+    shown,
+    write_table,
+)
 from facial_keypoints.detection import DETECTORS
+from facial_keypoints.detection.base import crops_for
 from facial_keypoints.detection.blazeface import BlazeFaceDetector, installed_runtimes
 from facial_keypoints.detection.haar import HaarFaceDetector
 from facial_keypoints.evaluation.evaluate import (
     detection_rates,
     evaluate,
     holdout_names,
+    match_detection,
     rotated,
     split_dataset,
 )
-from facial_keypoints.geometry import eye_roll
+from facial_keypoints.evaluation.metrics import FAIL_THRESHOLD, nme
+from facial_keypoints.geometry import CROP_SCALE, eye_roll
 from facial_keypoints.images import as_rgb_array, load_image
 from facial_keypoints.paths import COURSE_IMAGES_DIR, DEFAULT_MODEL, DEFAULT_PHOTO, RESULTS_DIR
 
@@ -91,13 +101,16 @@ def roll_table(model, subset=None, angles=ANGLES, progress=True):
     and fits whose roll (``geometry.eye_roll``) is more than 30 degrees off the labels'. The
     sets add AFW's faces in crops and in their whole group photos (``300w_afw``,
     ``300w_afw_photos``: training faces, many turned sideways: for finding detector and roll
-    problems, not accuracy) to those of the other tables."""
+    problems, not accuracy) to those of the other tables. Also, per set over every angle, how
+    well the confidence flags the failing fits (``common.failures_caught``, and the fits on
+    either side of 0.5): (rows, flag rows)."""
     pipe = make_pipeline(model, "onnx")
     pipe.min_confidence_setting = 0.0
     sets = {**face_sets(), "300w_afw (training crops)": ("300w_afw", None),
             "300w_afw_photos (training faces, whole photos)": ("300w_afw_photos", None)}
-    rows = []
+    rows, flags = [], []
     for set_name, (split, names) in sets.items():
+        confidence, failed = [], []
         for angle in tqdm(angles, desc=f"rolls {set_name}", disable=not progress or None):
             m, d = evaluate(pipe, split, "pipeline", subset, progress=False, names=names,
                             degrees=angle)
@@ -107,6 +120,87 @@ def roll_table(model, subset=None, angles=ANGLES, progress=True):
             rows.append({"set": set_name, "angle": angle, "faces": m["faces"],
                          "found": m["faces_found"], "FR@8 %": round(100 * m["fr@8"], 2),
                          "roll > 30° off": int(np.sum(off))})
+            confidence.append(pipe.calibrated(d["confidence"][found]))
+            failed.append(nme(d["pred"][found], d["gt"][found]) > FAIL_THRESHOLD)
+        confidence, failed = np.concatenate(confidence), np.concatenate(failed)
+        flags.append({"set": set_name, "fits (every angle)": len(failed),
+                      "failures (NME > 8 %)": int(failed.sum()),
+                      "failures below 0.5": int((failed & (confidence < 0.5)).sum()),
+                      "good fits below 0.5": int((~failed & (confidence < 0.5)).sum()),
+                      **failures_caught(confidence, failed)})
+    return rows, flags
+
+
+class Tiled:
+    """A detector run on the whole image and on its four quarters (each enlarged by the
+    detector's own letterboxing: a small face gets twice the pixels), the quarters overlapping
+    by ``overlap`` of their side; the boxes merged (OpenCV's NMS at IoU 0.3)."""
+
+    def __init__(self, detector, overlap=0.25):
+        self.detector, self.overlap = detector, overlap
+        self.name, self.calibration = detector.name, detector.calibration
+
+    def __call__(self, image):
+        h, w = image.shape[:2]
+        th, tw = int(h / 2 * (1 + self.overlap)), int(w / 2 * (1 + self.overlap))
+        parts = [(0, 0, image)] + [(x, y, image[y:y + th, x:x + tw])
+                                   for y in (0, h - th) for x in (0, w - tw)]
+        boxes, scores, points = [], [], []
+        for x, y, part in parts:
+            found = self.detector(np.ascontiguousarray(part))
+            boxes.append(found.boxes + [x, y, 0, 0])
+            scores.append(found.scores)
+            points.append(found.points + [x, y])
+        boxes, scores, points = np.concatenate(boxes), np.concatenate(scores), \
+            np.concatenate(points)
+        keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.0, 0.3),
+                          dtype=int).reshape(-1)
+        return type(found)(boxes[keep], scores[keep], points[keep])
+
+
+def miss_kind(gt):
+    """What a labelled face is like: small (under 40 px between its jaw ends), turned
+    sideways (the nose tip three times nearer one outer eye corner than the other), or
+    neither."""
+    width = float(np.ptp(gt[:, 0]))
+    left, right = (abs(gt[30, 0] - gt[i, 0]) for i in (36, 45))
+    if width < 40:
+        return "small (< 40 px)"
+    if max(left, right) > 3 * max(min(left, right), 1e-6):
+        return "turned sideways"
+    return "other"
+
+
+def misses_table(subset=None):
+    """The upright faces of AFW's whole photos that BlazeFace misses (``300w_afw_photos``,
+    training faces): what kinds they are, and whether its full-range model alone, a lower
+    score threshold or a second pass on the photo's quarters (``Tiled``) finds them, against
+    the false boxes each gives on the face-free pictures."""
+    ds = split_dataset("300w_afw_photos", subset=subset)
+    samples = [(ds[i]["image"], ds[i]["keypoints"]) for i in range(len(ds))]
+    negatives = [image for _, image in face_free_images()]
+    base = BlazeFaceDetector()
+    variants = {"BlazeFace (auto, the default)": base,
+                "full-range model alone": BlazeFaceDetector(model="full"),
+                "score threshold 0.3": BlazeFaceDetector(score_threshold=0.3),
+                "whole photo and its four quarters": Tiled(base)}
+    hits = {}
+    for name, det in variants.items():
+        hits[name] = [match_detection(crops_for(det(im), det, CROP_SCALE), gt, CROP_SCALE)
+                      is not None for im, gt in samples]
+    missed = [k for k, hit in enumerate(hits["BlazeFace (auto, the default)"]) if not hit]
+    kinds = [miss_kind(samples[k][1]) for k in missed]
+    rows = []
+    for name, det in variants.items():
+        row = {"detector": name, "faces found (of %d)" % len(samples): int(sum(hits[name])),
+               f"of the default's {len(missed)} misses, found": int(sum(hits[name][k]
+                                                                      for k in missed))}
+        for kind in sorted(set(kinds)):
+            of_kind = [k for k, c in zip(missed, kinds) if c == kind]
+            row[f"misses {kind}: found"] = f"{sum(hits[name][k] for k in of_kind)}/{len(of_kind)}"
+        row["false boxes on the 44 face-free pictures"] = int(sum(len(det(im))
+                                                                  for im in negatives))
+        rows.append(row)
     return rows
 
 
@@ -184,7 +278,8 @@ def main(argv=None):
     p.add_argument("--subset", type=int, default=None, help="only N faces of each set")
     p.add_argument("--haar-variants", action="store_true",
                    help="compare the Haar set-ups of notebook 3 instead (upright faces)")
-    p.add_argument("--part", choices=("all", "speed", "accuracy", "roll"), default="all",
+    p.add_argument("--part", choices=("all", "speed", "accuracy", "roll", "misses"),
+                   default="all",
                    help="only the speed table (needs an idle machine), or only the others")
     p.add_argument("--out", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
@@ -197,11 +292,19 @@ def main(argv=None):
                     "Haar set-ups: false boxes on face-free pictures")
         return 0
     if args.part in ("all", "roll"):
-        write_table(roll_table(args.model, args.subset), args.out, "detection_roll",
+        rows, flags = roll_table(args.model, args.subset)
+        write_table(rows, args.out, "detection_roll",
                     f"Where turned faces go wrong: the whole pipeline (BlazeFace, "
                     f"{shown(args.model)}, min_confidence 0), faces found, failures and rolls "
                     f"more than 30 degrees off")
-    if args.part == "roll":
+        write_table(flags, args.out, "detection_roll_confidence",
+                    f"Does the confidence flag the failures of turned faces? Every fit of "
+                    f"detection_roll.md, all angles of a set together ({shown(args.model)})")
+    if args.part in ("all", "misses"):
+        write_table(misses_table(args.subset), args.out, "detection_misses",
+                    "The upright faces of AFW's whole photos that BlazeFace misses (training "
+                    "faces): their kinds, and what finds them")
+    if args.part in ("roll", "misses"):
         return 0
     detectors = {name: make() for name, make in DETECTORS.items()}
     if args.part in ("all", "speed"):

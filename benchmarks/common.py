@@ -97,3 +97,19 @@ def face_free_images():
         image = as_rgb_array(getattr(skimage.data, name)())
         yield name, image
         yield name + " x2", np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))
+
+
+def failures_caught(confidence, bad):
+    """Flag faces from the least confident up: how many of the ``bad`` faces the least
+    confident tenth holds, the share of them it catches, and the area under the curve of bad
+    faces caught against faces flagged (1: every bad face flagged first; 0.5: chance)."""
+    order = np.argsort(confidence, kind="stable")      # least confident first
+    caught = np.cumsum(bad[order]) / max(bad.sum(), 1)
+    flagged = np.arange(1, len(order) + 1) / len(order)
+    tenth = int(np.ceil(0.1 * len(order)))
+    return {"in the least confident tenth": int(bad[order[:tenth]].sum()),
+            "share caught by flagging 10 %": round(float(caught[tenth - 1]), 3)
+            if bad.any() else None,
+            "AUC (caught vs flagged)": round(float(np.trapezoid(np.r_[0, caught],
+                                                                 np.r_[0, flagged])), 3)
+            if bad.any() else None}

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import types
 
+import cv2
 import numpy as np
 import pytest
 
@@ -138,10 +139,10 @@ def test_untrained_spec_with_another_input_size(tmp_path):
 def test_failures_caught_by_the_least_confident_faces():
     bad = np.array([False] * 18 + [True, True])
     # the two bad faces are the least confident: the first tenth (2 faces) catches both
-    best = benchmark.failures_caught(np.r_[np.linspace(0.5, 1, 18), 0.1, 0.2], bad)
+    best = common.failures_caught(np.r_[np.linspace(0.5, 1, 18), 0.1, 0.2], bad)
     assert best["in the least confident tenth"] == 2 and best["share caught by flagging 10 %"] == 1
     # ... and the most confident: nothing caught until the very end
-    worst = benchmark.failures_caught(np.r_[np.linspace(0.1, 0.5, 18), 0.9, 1.0], bad)
+    worst = common.failures_caught(np.r_[np.linspace(0.1, 0.5, 18), 0.9, 1.0], bad)
     assert worst["in the least confident tenth"] == 0
     assert worst["share caught by flagging 10 %"] == 0
     assert best["AUC (caught vs flagged)"] > 0.9 > 0.1 > worst["AUC (caught vs flagged)"]
@@ -149,9 +150,9 @@ def test_failures_caught_by_the_least_confident_faces():
     # when the bad faces are spread evenly
     spread = np.zeros(100, bool)
     spread[5::10] = True
-    assert benchmark.failures_caught(np.ones(100), spread)["AUC (caught vs flagged)"] == \
+    assert common.failures_caught(np.ones(100), spread)["AUC (caught vs flagged)"] == \
         pytest.approx(0.5, abs=0.01)
-    none = benchmark.failures_caught(np.ones(10), np.zeros(10, bool))
+    none = common.failures_caught(np.ones(10), np.zeros(10, bool))
     assert none["AUC (caught vs flagged)"] is None and none["in the least confident tenth"] == 0
 
 
@@ -161,3 +162,25 @@ def test_shared_threads_reports_speed_and_sameness(astronaut):
     assert [(r["detector"], r["threads"]) for r in rows] == \
         [("blazeface", 1), ("blazeface", 2), ("haar", 1), ("haar", 2)]
     assert all(r["same as sequential"] and r["photos/s"] > 0 for r in rows)
+
+
+def test_tiled_detection_maps_the_quarters_back_and_merges_duplicates(astronaut):
+    """A face in one quarter is found by the whole-photo pass and by its quarter: one box
+    there, where the whole photo's detector puts it; a face too small for the whole photo is
+    found in its quarter, in the photo's pixels."""
+    from benchmarks.benchmark_detection import Tiled, miss_kind
+    from facial_keypoints.detection.blazeface import BlazeFaceDetector
+
+    detector = BlazeFaceDetector()
+    canvas = np.zeros((1024, 1024, 3), np.uint8)
+    canvas[40:552, 40:552] = astronaut                     # top-left quarter
+    (alone,) = detector(canvas).boxes
+    near = [b for b in Tiled(detector)(canvas).boxes
+            if np.linalg.norm(b[:2] + b[2:] / 2 - alone[:2] - alone[2:] / 2) < alone[2] / 2]
+    assert len(near) == 1 and np.abs(near[0] - alone).max() < 0.1 * alone[2]
+    small = np.zeros((1200, 1200, 3), np.uint8)            # a 48-px face, bottom-right
+    small[924:1180, 924:1180] = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    assert len(detector(small)) == 0                        # too small for the whole photo
+    found = Tiled(detector)(small).boxes
+    assert any(990 < x < 1020 and 940 < y < 975 for x, y, _, _ in found), found
+    assert miss_kind(np.c_[np.linspace(0, 30, 68), np.zeros(68)]) == "small (< 40 px)"
