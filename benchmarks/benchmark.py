@@ -320,10 +320,11 @@ def min_confidence_report(pipe, angles=tuple(range(0, 360, 15))):
     def counts(images, truths=None):
         row = {"head (its default)": f"{pipe.markup} ({pipe.min_confidence})"}
         for name, setting in (("0", 0.0), ("the default", None)):
-            pipe.min_confidence_setting = setting
+            with pipe.using_min_confidence(setting):
+                found = [pipe.find_faces(image) for image in images]
             faces, false, good = 0, [], 0
-            for k, image in enumerate(images):
-                for f in pipe.find_faces(image):
+            for k, per_image in enumerate(found):
+                for f in per_image:
                     faces += 1
                     c = None if truths is None else truths[k].mean(axis=0)
                     if c is None or not (f.box[0] <= c[0] <= f.box[0] + f.box[2]
@@ -335,7 +336,6 @@ def min_confidence_report(pipe, angles=tuple(range(0, 360, 15))):
                 f"{faces} faces: {len(false)} false"
                 + (f" (confidence at most {max(false):.3f})" if false else "")
                 + (f", {good} real with a good fit" if truths is not None else ""))
-        pipe.min_confidence_setting = None
         return row
 
     negatives = [image for _, image in face_free_images()]
@@ -351,11 +351,10 @@ def min_confidence_report(pipe, angles=tuple(range(0, 360, 15))):
         for angle in (0, 90, 180):
             row = {}
             for name, setting in (("0", 0.0), ("the default", None)):
-                pipe.min_confidence_setting = setting
-                m, _ = evaluate(pipe, split, "pipeline", degrees=angle, progress=False)
+                with pipe.using_min_confidence(setting):
+                    m, _ = evaluate(pipe, split, "pipeline", degrees=angle, progress=False)
                 row[f"with min_confidence {name}"] = (f"{m['faces_found']} faces found, FR@8 "
                                                       f"{100 * m['fr@8']:.2f} %")
-            pipe.min_confidence_setting = None
             previous = pipe.markup
             pipe.set_markup(markup_for(split, pipe))
             head = f"{pipe.markup} ({pipe.min_confidence})"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_table
+from benchmarks.common import time_it, write_table
 from facial_keypoints.batch import run
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.paths import CHECKOUT, DEFAULT_PHOTO, RESULTS_DIR
@@ -74,13 +74,9 @@ def busy_core(stop):
 
 
 def per_photo(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    """Milliseconds per call of ``fn``, median of ``repeat`` after one to warm up."""
+    fn()
+    return 1000 * statistics.median(time_it(fn, repeat))
 
 
 def api_and_command(repeat):

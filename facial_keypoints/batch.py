@@ -166,8 +166,8 @@ def run(pipe, items, annotated=None, boxes=None, filter_name=None, batch_size=8,
     show = not quiet and len(items) > 1
     for path in tqdm(items, desc="images", unit="file", disable=not show or None):
         if Path(path).is_dir():    # a folder that expand_inputs found nothing in
-            yield {"path": path, "width": None, "height": None, "faces": [],
-                   "error": f"{path}: a folder with no image or video files"}
+            yield image_entry(path, ValueError(f"{path}: a folder with no image or video "
+                                               f"files"), [])
         elif path in videos:
             yield from flush()
             yield from process_video(pipe, path, annotated.get(path), progress=not quiet,

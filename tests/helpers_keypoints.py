@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -81,3 +82,20 @@ def listing(folder):
     folder = Path(folder)
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
+
+def save_rgb(path, image):
+    """Write an RGB array as an image file with OpenCV (its folder made)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def write_video(path, image, n=8, size=200, fourcc="mp4v"):
+    """A clip of ``n`` frames at 10 frames/s: ``image`` resized to ``size`` x ``size``, moved a
+    pixel to the right each frame."""
+    frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (size, size))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} here"
+    for k in range(n):
+        writer.write(np.roll(frame, k, axis=1))
+    writer.release()

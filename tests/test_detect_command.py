@@ -19,6 +19,8 @@ from helpers_keypoints import (
     ASTRONAUT_BLAZEFACE_BOX,
     ROOT,
     iou,
+    save_rgb,
+    write_video,
 )
 
 
@@ -31,21 +33,7 @@ def run_cli(*args, timeout=240):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def save_rgb(path, image):
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
 N_FRAMES = 8
-
-
-def write_video(path, image, n=N_FRAMES, size=200):
-    frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
-                         cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (size, size))
-    assert writer.isOpened(), "OpenCV cannot write mp4v here"
-    for k in range(n):
-        writer.write(np.roll(frame, k, axis=1))
-    writer.release()
 
 
 def video_frames(path):
@@ -75,7 +63,7 @@ def mixed_run(tmp_path_factory, tiny_ckpt, astronaut):
     (folder / "readme.txt").write_text("not an image")
     (tmp / "notes.jpg").write_text("this is text, not a JPEG")
     (tmp / "empty.jpg").write_bytes(b"")
-    write_video(tmp / "clip.mp4", astronaut)
+    write_video(tmp / "clip.mp4", astronaut, N_FRAMES)
     inputs = {
         "astro": f"{tmp}/./astro.jpg",            # kept exactly as given in the JSON
         "folder": str(folder),
@@ -328,7 +316,7 @@ def test_main_filter_draws_on_the_face_of_an_image(tmp_path, astronaut, name, ca
 def test_main_filter_on_a_video(tmp_path, astronaut, name, capsys):
     """End to end with the shipped model: the filter is drawn on every frame with a face."""
     video = tmp_path / "clip.mp4"
-    write_video(video, astronaut, size=320)
+    write_video(video, astronaut, N_FRAMES, size=320)
     out = tmp_path / "out"
     code = detect_cmd.main([str(video), "--annotate", str(out), "--filter", name, "--quiet",
                         "--json", str(tmp_path / "v.json")])

@@ -17,21 +17,17 @@ from facial_keypoints.cli import detect as detect_cmd
 from facial_keypoints.filters.drawing import draw_faces
 from facial_keypoints.geometry import face_outline
 from facial_keypoints.keypoints.pipeline import Face
-
-
-def save(path, image):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+from helpers_keypoints import save_rgb
 
 
 @pytest.fixture
 def tree(tmp_path, astronaut):
     small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
     root = tmp_path / "photos"
-    save(root / "a.jpg", small)
-    save(root / "sub" / "b.jpg", small)
-    save(root / "sub" / "deeper" / "c.png", small)
-    save(root / ".hidden" / "d.jpg", small)
+    save_rgb(root / "a.jpg", small)
+    save_rgb(root / "sub" / "b.jpg", small)
+    save_rgb(root / "sub" / "deeper" / "c.png", small)
+    save_rgb(root / ".hidden" / "d.jpg", small)
     (root / "notes.txt").write_text("not a picture")
     return root
 

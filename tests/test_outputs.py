@@ -16,29 +16,13 @@ import time
 from types import SimpleNamespace
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
 from facial_keypoints import KeypointPipeline, cli, images
 from facial_keypoints.cli import detect as detect_cmd
 from facial_keypoints.keypoints import checkpoints, nets
-from helpers_keypoints import ENV, ROOT, TINY_INPUT, listing
-
-
-def save_rgb(path, image):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
-def write_video(path, image, n, size=96, fourcc="mp4v"):
-    frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
-                         cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (size, size))
-    assert writer.isOpened()
-    for k in range(n):
-        writer.write(np.roll(frame, k, axis=1))
-    writer.release()
+from helpers_keypoints import ENV, ROOT, TINY_INPUT, listing, save_rgb, write_video
 
 
 def strict_json(text):
@@ -66,8 +50,8 @@ def test_two_inputs_of_one_name_get_two_annotated_copies(tmp_path, tiny_ckpt, as
     a, b = tmp_path / "a" / "face.jpg", tmp_path / "b" / "face.jpg"
     save_rgb(a, astronaut[:300])
     save_rgb(b, astronaut[200:])
-    write_video(tmp_path / "clip.mp4", astronaut, 3)
-    write_video(tmp_path / "clip.avi", astronaut, 3, fourcc="MJPG")
+    write_video(tmp_path / "clip.mp4", astronaut, 3, size=96)
+    write_video(tmp_path / "clip.avi", astronaut, 3, size=96, fourcc="MJPG")
     out, result = tmp_path / "out", tmp_path / "r.json"
     assert detect(a, b, tmp_path / "clip.mp4", tmp_path / "clip.avi", "--model", tiny_ckpt,
                   "--annotate", out, "--json", result) == 0
@@ -145,7 +129,7 @@ def test_unwritable_output_is_found_before_the_work(tmp_path, tiny_ckpt, face_jp
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory, astronaut):
     path = tmp_path_factory.mktemp("long") / "clip.mp4"
-    write_video(path, astronaut, 1500)
+    write_video(path, astronaut, 1500, size=96)
     return path
 
 
@@ -216,7 +200,7 @@ def test_no_output_option_prints_json_lines(tmp_path, tiny_ckpt, face_jpg, capsy
 # --------------------------------------------------------------------------------------------
 def test_a_video_cut_short_is_an_error(tmp_path, tiny_ckpt, astronaut, capsys):
     whole = tmp_path / "whole.avi"
-    write_video(whole, astronaut, 60, fourcc="MJPG")
+    write_video(whole, astronaut, 60, size=96, fourcc="MJPG")
     cut = tmp_path / "cut.avi"
     data = whole.read_bytes()
     cut.write_bytes(data[:len(data) // 2])

@@ -30,11 +30,6 @@ class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM): handled as Ctrl-C is, with exit status 143."""
 
 
-def exit_status(interruption) -> int:
-    """130 for Ctrl-C (SIGINT), 143 for SIGTERM: 128 + the signal's number, as shells report."""
-    return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
-
-
 @contextmanager
 def stop_on_sigterm():
     """Inside the block, SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``) so that the
@@ -54,10 +49,21 @@ def stop_on_sigterm():
 
 
 def interrupted(prog, interruption, detail="") -> int:
-    """One line for a command stopped by Ctrl-C or SIGTERM; its exit status."""
-    how = "SIGTERM" if isinstance(interruption, Terminated) else "Ctrl-C"
-    print(f"{prog}: interrupted ({how}){detail}", file=sys.stderr)
-    return exit_status(interruption)
+    """One line for a command stopped by Ctrl-C or SIGTERM; its exit status, 128 + the
+    signal's number as shells report it (130 for Ctrl-C, 143 for SIGTERM)."""
+    term = isinstance(interruption, Terminated)
+    print(f"{prog}: interrupted ({'SIGTERM' if term else 'Ctrl-C'}){detail}", file=sys.stderr)
+    return 128 + (signal.SIGTERM if term else signal.SIGINT)
+
+
+def interruptible(prog, command, detail=""):
+    """``command()`` with SIGTERM handled as Ctrl-C (``stop_on_sigterm``); either is one line
+    (``interrupted``) and its exit status, not a traceback."""
+    try:
+        with stop_on_sigterm():
+            return command()
+    except KeyboardInterrupt as e:
+        return interrupted(prog, e, detail)
 
 
 def int_at_least(low):
@@ -94,18 +100,18 @@ def run_command(module, prog, argv=None):
     """``facial_keypoints.cli.<module>.main(argv)``, or the one line of ``missing_extra`` when
     the module cannot import a package of the [train] extra (an optional back-end); Ctrl-C or
     SIGTERM is one line (``interrupted``), not a traceback."""
-    try:
-        with stop_on_sigterm():
-            try:
-                main = importlib.import_module(f"{__name__}.{module}").main
-            except ImportError as e:
-                if (e.name or "").split(".")[0] not in TRAIN_PACKAGES:
-                    raise
-                return missing_extra(prog, e)
-            return main(argv)
-    except KeyboardInterrupt as e:   # every file the commands write is written atomically
-        return interrupted(prog, e, INTERRUPTED.get(module, ": every file written so far is "
-                                                             "complete"))
+    def command():
+        try:
+            main = importlib.import_module(f"{__name__}.{module}").main
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in TRAIN_PACKAGES:
+                raise
+            return missing_extra(prog, e)
+        return main(argv)
+
+    # every file the commands write is written atomically
+    return interruptible(prog, command, INTERRUPTED.get(
+        module, ": every file written so far is complete"))
 
 
 def fkp_train(argv=None):

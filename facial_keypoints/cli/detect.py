@@ -19,7 +19,7 @@ from pathlib import Path
 
 from facial_keypoints import __version__
 from facial_keypoints.batch import expand_inputs, is_video, read_boxes_file, run, skipped_in
-from facial_keypoints.cli import fraction, int_at_least, interrupted, stop_on_sigterm
+from facial_keypoints.cli import fraction, int_at_least, interrupted, interruptible
 from facial_keypoints.detection import DETECTORS
 from facial_keypoints.detection.base import DetectorWeightsError
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
@@ -111,11 +111,9 @@ def build_parser(prog="fkp-detect"):
 
 def main(argv=None, prog="fkp-detect"):
     """The command; ``prog``: its name in messages (the course runs it as ``detect.py``)."""
-    try:
-        with stop_on_sigterm():
-            return _main(build_parser(prog), argv, prog)
-    except KeyboardInterrupt as e:   # before the work started, or while loading the model
-        return interrupted(prog, e)
+    # an interruption during the work is _main's (it keeps the finished part); this is one
+    # before the work started, or while the model loads
+    return interruptible(prog, lambda: _main(build_parser(prog), argv, prog))
 
 
 def _main(parser, argv, prog):

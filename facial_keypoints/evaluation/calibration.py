@@ -62,8 +62,7 @@ def found_fits(pipe, split, names=None, angles=ANGLES, markup=None):
     finds, each photo turned by each of ``angles`` (``min_confidence`` off: every fit counts);
     {"raw", "nme", "face"} arrays. A missed face is left out: it has no fit to judge."""
     raw, errors, index = [], [], []
-    kept, pipe.min_confidence_setting = pipe.min_confidence_setting, 0.0
-    try:
+    with pipe.using_min_confidence(0.0):
         for angle in angles:
             _, details = evaluate(pipe, split, "pipeline", names=names, degrees=angle,
                                   progress=False, markup=markup)
@@ -71,8 +70,6 @@ def found_fits(pipe, split, names=None, angles=ANGLES, markup=None):
             raw.append(details["confidence"][found])
             errors.append(nme(details["pred"][found], details["gt"][found]))
             index.append(np.flatnonzero(found))
-    finally:
-        pipe.min_confidence_setting = kept
     return {"raw": np.concatenate(raw), "nme": np.concatenate(errors),
             "face": np.concatenate(index)}
 

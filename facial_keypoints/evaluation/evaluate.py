@@ -139,7 +139,7 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
                                     pipe.crop_scale)
                 if j is not None:
                     pts, c = pipe.keypoints_for(image, found[j:j + 1])
-                    if not pipe.calibrated(c)[0] < pipe.min_confidence:  # as the product keeps
+                    if pipe.confident(pipe.calibrated(c)[0]):   # as the product keeps
                         pred, conf = pts[0], c[0]
             seconds += time.perf_counter() - t0
             preds.append(pred)

@@ -19,6 +19,7 @@ more with its square turned half a turn (``retry_turned``).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,17 +66,16 @@ class Face:
     def to_json(self):
         """The face as strict JSON: a face whose box or keypoints are not finite numbers gets
         ``null`` for them and an ``error`` instead."""
-        if not self.finite:
-            out = {"box": [_rounded(v, 1) for v in self.box], "keypoints": None,
-                   "score": _rounded(self.score, 3), "confidence": None, "roll": None,
-                   "error": "the model gave keypoints that are not finite numbers (NaN or "
-                            "infinity): the checkpoint is broken"}
-        else:
-            out = {"box": [round(float(v), 1) for v in self.box],
-                   "keypoints": [[round(float(x), 2), round(float(y), 2)]
-                                 for x, y in self.keypoints],
-                   "score": _rounded(self.score, 3), "confidence": _rounded(self.confidence, 3),
-                   "roll": round(float(self.roll), 1)}
+        ok = self.finite
+        out = {"box": [_rounded(v, 1) for v in self.box],
+               "keypoints": [[round(float(x), 2), round(float(y), 2)]
+                             for x, y in self.keypoints] if ok else None,
+               "score": _rounded(self.score, 3),
+               "confidence": _rounded(self.confidence, 3) if ok else None,
+               "roll": round(float(self.roll), 1) if ok else None}
+        if not ok:
+            out["error"] = ("the model gave keypoints that are not finite numbers (NaN or "
+                            "infinity): the checkpoint is broken")
         if self.id is not None:
             out["id"] = int(self.id)
         return out
@@ -103,9 +103,9 @@ class KeypointPipeline:
             0.05 px.
         device: for the torch back-end, e.g. ``"cuda"``.
         min_confidence: a detected face whose confidence is below this is dropped (not a
-            face given by ``boxes``). None (default): the model's own threshold, chosen on
-            held-out faces so that it drops about 1 real face in 200 (its model card says
-            which); 0 keeps every detection.
+            face given by ``boxes``). None (default): the model's own threshold, the lowest
+            confidence of a held-out real face as the pipeline found it, rounded down (its
+            model card gives it); 0 keeps every detection.
 
     ``Face.confidence`` is the probability that the fit is good (NME below 8 % of the
     distance between the outer eye corners), calibrated on held-out faces
@@ -259,7 +259,8 @@ class KeypointPipeline:
     def find_faces(self, image) -> list[Face]:
         """Every face the detector finds in an RGB array, with its keypoints (less those the
         model doubts: ``min_confidence``)."""
-        return [f for f in self.faces_for(image, self.detect(image)) if self.confident(f)]
+        return [f for f in self.faces_for(image, self.detect(image))
+                if self.confident(f.confidence)]
 
     def find_faces_in(self, images) -> list[list[Face]]:
         """Every face of several images (RGB arrays), the crops of all of them predicted
@@ -275,7 +276,7 @@ class KeypointPipeline:
                             None if hits[0].points is None else
                             np.concatenate([d.points for d in hits]))
         for i, face in zip(owners, self.faces_for([images[i] for i in owners], merged)):
-            if self.confident(face):
+            if self.confident(face.confidence):
                 faces[i].append(face)
         return faces
 
@@ -286,6 +287,16 @@ class KeypointPipeline:
         if self.min_confidence_setting is not None:
             return float(self.min_confidence_setting)
         return float((self.calibration or {}).get("min_confidence", 0.0))
+
+    @contextmanager
+    def using_min_confidence(self, value):
+        """Inside the block, ``min_confidence`` is ``value`` (None: the model's own); then it
+        is what it was."""
+        kept, self.min_confidence_setting = self.min_confidence_setting, value
+        try:
+            yield self
+        finally:
+            self.min_confidence_setting = kept
 
     def calibrated(self, raw):
         """The model's raw confidences as the probability of a good fit (unchanged for a
@@ -300,10 +311,11 @@ class KeypointPipeline:
         return [Face(b, p, _finite(s), _finite(c), eye_roll(p)) for b, p, s, c in
                 zip(detections.boxes, pts, detections.scores, self.calibrated(raw))]
 
-    def confident(self, face) -> bool:
-        """Whether a detected face is kept: its confidence is not below ``min_confidence`` (a
-        face without one, e.g. from a broken model, is kept: its JSON says what is wrong)."""
-        return face.confidence is None or face.confidence >= self.min_confidence
+    def confident(self, confidence) -> bool:
+        """Whether a detected face of this (calibrated) confidence is kept: not below
+        ``min_confidence``. A face without one (None or NaN, e.g. from a broken model) is
+        kept: its JSON says what is wrong."""
+        return confidence is None or not confidence < self.min_confidence
 
     def refit(self, image, keypoints_list) -> list[Face]:
         """Each face predicted again from its previous keypoints (video tracking: no
