@@ -11,6 +11,8 @@ live in the package, ``facial_keypoints/keypoints/nets.py``, and checkpoints in
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -44,13 +46,16 @@ class Net(nn.Module):
         conv4 3x3, 256  -> pool    256 x 12 x 12     (26-2=24, /2)
         conv5 1x1, 256  -> pool    256 x 6 x 6       (12, /2)
         flatten                     9216
-        fc1 + ReLU + dropout 0.4    512
+        fc1 + ReLU                  512
         fc2                         136              (68 x, y pairs)
 
-    Dropout grows with depth (0.1 after conv1 up to 0.3 after conv5) against overfitting.
+    ``dropout=True`` adds dropout growing with depth (0.1 after conv1 up to 0.3 after conv5,
+    0.4 after fc1), the usual remedy against overfitting; notebook 2 measures what it does here
+    and trains without it. ``batch_norm=False`` leaves batch-norm out. The variants are also
+    registered as ``net-dropout`` and ``net-no-batchnorm`` (``train.py --arch``).
     """
 
-    def __init__(self, input_size=224, num_outputs=N_OUTPUTS):
+    def __init__(self, input_size=224, num_outputs=N_OUTPUTS, batch_norm=True, dropout=False):
         super().__init__()
         if input_size < 64:
             raise ValueError(f"Net needs an input of at least 64 px (five 2x2 poolings), got "
@@ -58,16 +63,18 @@ class Net(nn.Module):
         self.input_size = input_size
         chans = [1, 32, 64, 128, 256, 256]
         kernels = [5, 3, 3, 3, 1]
-        drops = [0.1, 0.1, 0.2, 0.2, 0.3]
-        self.features = nn.Sequential(*[
-            nn.Sequential(nn.Conv2d(chans[i], chans[i + 1], kernels[i]),
-                          nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True),
-                          nn.MaxPool2d(2), nn.Dropout(drops[i]))
-            for i in range(5)])
+        drops = [0.1, 0.1, 0.2, 0.2, 0.3] if dropout else [0.0] * 5
+
+        def block(i):
+            norm = nn.BatchNorm2d(chans[i + 1]) if batch_norm else nn.Identity()
+            return nn.Sequential(nn.Conv2d(chans[i], chans[i + 1], kernels[i]), norm,
+                                 nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(drops[i]))
+
+        self.features = nn.Sequential(*[block(i) for i in range(5)])
         with torch.no_grad():
             n_flat = self.features(torch.zeros(1, 1, input_size, input_size)).numel()
         self.fc1 = nn.Linear(n_flat, 512)
-        self.fc1_drop = nn.Dropout(0.4)
+        self.fc1_drop = nn.Dropout(0.4 if dropout else 0.0)
         self.fc2 = nn.Linear(512, num_outputs)
 
     def forward(self, x):
@@ -98,3 +105,5 @@ class Net(nn.Module):
 
 
 register_architecture("net", Net)
+register_architecture("net-no-batchnorm", functools.partial(Net, batch_norm=False))
+register_architecture("net-dropout", functools.partial(Net, dropout=True))

@@ -17,6 +17,16 @@ REGIONS = {
     "mouth": range(48, 68),
 }
 
+#: The point sequences to join with lines when drawing a face, by region; a closed outline
+#: (an eye, a lip contour) ends with its first point again.
+CONTOURS = {
+    "jaw": [list(range(0, 17))],
+    "brows": [list(range(17, 22)), list(range(22, 27))],
+    "nose": [list(range(27, 31)), list(range(31, 36))],
+    "eyes": [[*range(36, 42), 36], [*range(42, 48), 42]],
+    "mouth": [[*range(48, 60), 48], [*range(60, 68), 60]],
+}
+
 # Named points
 JAW_LEFT_END, CHIN, JAW_RIGHT_END = 0, 8, 16          # image's left, right
 NOSE_TIP, NOSE_BOTTOM = 30, 33

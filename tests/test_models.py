@@ -78,6 +78,30 @@ def test_resnet18_small_width_any_size(size):
     assert nets.count_parameters(net) < nets.count_parameters(ResNet18Keypoints(width=32))
 
 
+def _dropouts(model):
+    return [d.p for d in model.modules() if isinstance(d, nn.Dropout) and d.p > 0]
+
+
+def _norms(model):
+    return [b for b in model.modules() if isinstance(b, nn.BatchNorm2d)]
+
+
+def test_net_variants_of_notebook_2():
+    dropouts, norms = _dropouts, _norms
+    plain = Net(input_size=96)
+    assert dropouts(plain) == [] and len(norms(plain)) == 5
+    with_dropout = nets.build_model("net-dropout", input_size=96)
+    assert isinstance(with_dropout, Net)
+    assert dropouts(with_dropout) == [0.1, 0.1, 0.2, 0.2, 0.3, 0.4]
+    without_norm = nets.build_model("net-no-batchnorm", input_size=96)
+    assert norms(without_norm) == [] and dropouts(without_norm) == []
+    # the same weights in every variant: a checkpoint of one loads into another's layout
+    assert plain.state_dict().keys() == with_dropout.state_dict().keys()
+    for model in (plain, with_dropout, without_norm):
+        with torch.no_grad():
+            assert model.eval()(torch.rand(2, 1, 96, 96)).shape == (2, 136)
+
+
 def test_build_model():
     assert isinstance(nets.build_model("resnet18", width=8), ResNet18Keypoints)
     assert isinstance(nets.build_model("net", input_size=64), Net)

@@ -373,3 +373,21 @@ def test_experiments_table_has_one_row_per_setting_with_its_seeds(tmp_path):
         assert row["spread_%"] == pytest.approx(np.std(per_seed), abs=0.01)
     assert (tmp_path / "experiments.csv").is_file()
     assert sorted(p.name for p in (tmp_path / "baseline").iterdir()) == ["seed0", "seed1"]
+
+
+def test_every_experiment_of_notebook_2_is_a_valid_run():
+    """Each row of the experiments grid changes settings that exist, to values train.py
+    accepts (checked without training)."""
+    base = experiments.base_config(subset=16, epochs=3)
+    assert (base.arch, base.pipeline, base.augment, base.loss) == ("net", "face", True, "mse")
+    names = [name for name, _ in experiments.grid(3)]
+    assert names[0] == "baseline" and len(set(names)) == len(names)
+    for name, overrides in experiments.grid(3):
+        cfg = TrainConfig(**{**base.__dict__, **overrides})
+        cfg.check()
+        assert cfg.arch in nets.ARCHITECTURES, name
+        changed = {k for k in overrides if getattr(base, k) != overrides[k]}
+        assert changed == set(overrides), name           # every override changes something
+        assert len(changed) == (name != "baseline") or name.startswith(
+            ("optimiser SGD", "course transforms", "previous recipe")), name
+    assert dict(experiments.grid(3))["epochs x2 (6)"] == {"epochs": 6}

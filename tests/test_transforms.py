@@ -507,3 +507,30 @@ def test_crop_face_is_torchvisions_resized_crop_where_the_window_meets_the_image
     assert not T.crop_face(img, (70, 10, 20), 32).any()
 
 
+
+
+def test_every_transform_prints_its_settings():
+    """``print(transform)`` in notebook 2 shows each step and its settings, never an object
+    address."""
+    shown = repr(T.face_transform(96, augment=True, degrade=0.2, gamma=0.3))
+    for step in ("RandomHorizontalFlip(p=0.5)", "FaceCrop(96, scale=1.3, jitter_scale=0.1",
+                 "jitter_angle=25", "ColorJitter(brightness=0.4, contrast=0.4, saturation=0, "
+                 "gamma=0.3)", "Normalize(kp_mean=48, kp_std=24, gray=True)", "ToTensor()",
+                 "Degrade(p=0.2)"):
+        assert step in shown
+    assert "FaceCrop(96, scale=1.3)" in repr(T.face_transform(96))
+    for step in (T.RandomAffine(10), T.Rescale(100), T.RandomCrop(50), T.CenterCrop(50)):
+        assert " object at 0x" not in repr(step)
+
+
+def test_contours_draw_each_region_with_its_own_points_and_close_the_rings():
+    for region, lines in landmarks.CONTOURS.items():
+        points = {i for line in lines for i in line}
+        assert points == set(landmarks.REGIONS[region]), region
+    rings = landmarks.CONTOURS["eyes"] + landmarks.CONTOURS["mouth"]
+    assert all(line[0] == line[-1] for line in rings)               # eyes and lips closed
+    assert all(line[0] != line[-1] for line in landmarks.CONTOURS["brows"])
+    mirrored = {frozenset(landmarks.FLIP_INDICES[i] for i in line)
+                for lines in landmarks.CONTOURS.values() for line in lines}
+    assert mirrored == {frozenset(line) for lines in landmarks.CONTOURS.values()
+                        for line in lines}                     # a mirror maps lines onto lines

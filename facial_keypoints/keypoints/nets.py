@@ -236,7 +236,8 @@ def register_architecture(name, cls):
 
 def build_model(arch, **arch_args):
     if arch not in ARCHITECTURES:
-        hint = " (the course's Net: import the course's models.py first)" if arch == "net" else ""
+        hint = (" (the course's Net: import the course's models.py first)"
+                if arch.startswith("net") else "")
         raise ValueError(f"unknown architecture {arch!r}{hint}; choose one of "
                          f"{sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](**arch_args)

@@ -133,9 +133,7 @@ class TrainConfig:
             return {"width": self.width, **channels, **heads}
         if self.arch in ("heatmap", "pip"):
             return {"width": self.width, "input_size": self.input_size, **channels, **heads}
-        if self.arch == "net":
-            return {"input_size": self.input_size}
-        return {}
+        return {"input_size": self.input_size}  # the course's nets (models.py)
 
     @property
     def kp_mean(self):
@@ -157,7 +155,7 @@ class TrainConfig:
                 raise ValueError(f"--{f.name.replace('_', '-')} must be one of "
                                  f"{list(allowed)}, got "
                                  f"{getattr(self, f.name)!r}")
-        if self.arch == "net" and (self.markups != "course" or self.color):
+        if self.arch.startswith("net") and (self.markups != "course" or self.color):
             raise ValueError("the course Net has one grayscale head: leave out --markups "
                              "and --color")
         if self.mix_300w is not None and not (self.uses_300w and 0 < self.mix_300w < 1):

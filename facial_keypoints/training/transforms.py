@@ -176,6 +176,9 @@ class RandomHorizontalFlip:
         self.p = p
         self.flip_indices = list(flip_indices)
 
+    def __repr__(self):
+        return f"RandomHorizontalFlip(p={self.p:g})"
+
     def __call__(self, sample):
         if torch.rand(()) >= self.p:
             return sample
@@ -192,6 +195,10 @@ class RandomAffine:
     def __init__(self, degrees=15, translate=(0.05, 0.05), scale=(0.9, 1.1)):
         self.transform = v2.RandomAffine(degrees=degrees, translate=translate, scale=scale)
 
+    def __repr__(self):
+        t = self.transform
+        return f"RandomAffine(degrees={t.degrees}, translate={t.translate}, scale={t.scale})"
+
     def __call__(self, sample):
         return _v2_apply(self.transform, sample)
 
@@ -204,7 +211,15 @@ class ColorJitter:
     def __init__(self, brightness=0.3, contrast=0.3, saturation=0.0, gamma=0.0):
         self.transform = v2.ColorJitter(brightness=brightness, contrast=contrast,
                                         saturation=saturation)
-        self.gamma = gamma
+        self.args = (brightness, contrast, saturation, gamma)
+
+    @property
+    def gamma(self):
+        return self.args[3]
+
+    def __repr__(self):
+        return ("ColorJitter(brightness={:g}, contrast={:g}, saturation={:g}, gamma={:g})"
+                .format(*self.args))
 
     def __call__(self, sample):
         img = self.transform(_as_tv_image(sample["image"]))
@@ -223,11 +238,15 @@ class Degrade:
     """
 
     def __init__(self, p=0.3):
+        self.p = p
         self.steps = v2.Compose([
             v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=p),
             v2.RandomApply([v2.GaussianNoise(mean=0.0, sigma=0.05, clip=True)], p=p),
             v2.RandomErasing(p=p, scale=(0.02, 0.15), value="random"),
         ])
+
+    def __repr__(self):
+        return f"Degrade(p={self.p:g})"
 
     def __call__(self, sample):
         image = sample["image"]
@@ -278,6 +297,12 @@ class FaceCrop:
         self.size, self.scale = size, scale
         self.jitter_scale, self.jitter_shift, self.jitter_angle = \
             jitter_scale, jitter_shift, jitter_angle
+
+    def __repr__(self):
+        jitter = (f", jitter_scale={self.jitter_scale:g}, jitter_shift={self.jitter_shift:g}, "
+                  f"jitter_angle={self.jitter_angle:g}") if (
+            self.jitter_scale or self.jitter_shift or self.jitter_angle) else ""
+        return f"FaceCrop({self.size}, scale={self.scale:g}{jitter})"
 
     def __call__(self, sample):
         cx, cy, side, angle = upright_square(sample["keypoints"], self.scale)
