@@ -211,15 +211,12 @@ class ColorJitter:
     def __init__(self, brightness=0.3, contrast=0.3, saturation=0.0, gamma=0.0):
         self.transform = v2.ColorJitter(brightness=brightness, contrast=contrast,
                                         saturation=saturation)
-        self.args = (brightness, contrast, saturation, gamma)
-
-    @property
-    def gamma(self):
-        return self.args[3]
+        self.brightness, self.contrast, self.saturation, self.gamma = \
+            brightness, contrast, saturation, gamma
 
     def __repr__(self):
-        return ("ColorJitter(brightness={:g}, contrast={:g}, saturation={:g}, gamma={:g})"
-                .format(*self.args))
+        return (f"ColorJitter(brightness={self.brightness:g}, contrast={self.contrast:g}, "
+                f"saturation={self.saturation:g}, gamma={self.gamma:g})")
 
     def __call__(self, sample):
         img = self.transform(_as_tv_image(sample["image"]))
