@@ -114,3 +114,30 @@ def unwarp_keypoints(key_pts, crop, size):
     """Map keypoints from a ``warp_face(.., crop, size)`` picture back to the image."""
     m = crop_matrix(crop, size)
     return (np.asarray(key_pts, dtype=np.float64) - m[:, 2]) @ np.linalg.inv(m[:, :2]).T
+
+
+def turn_image(image, degrees):
+    """The image turned by ``degrees`` (clockwise on screen) about its centre, on a canvas grown
+    so that nothing is cut (black corners), and the 2 x 3 matrix that maps its pixels there."""
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
+    m[:, 2] += [(nw - w) / 2, (nh - h) / 2]
+    return cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT), m
+
+
+def wrap_degrees(angle):
+    """An angle (or an array of them) in degrees brought to [-180, 180)."""
+    return (np.asarray(angle, dtype=np.float64) + 180) % 360 - 180
+
+
+def mean_roll(rolls) -> tuple[float, float]:
+    """The mean of angles in degrees (each a unit vector; -180 to 180) and how well they agree:
+    the length of the mean vector, 1 when all are equal, near 0 when they cancel out (0 and
+    180 degrees)."""
+    a = np.radians(np.asarray(rolls, dtype=np.float64))
+    x, y = np.mean(np.cos(a)), np.mean(np.sin(a))
+    return float(np.degrees(np.arctan2(y, x))), float(np.hypot(x, y))

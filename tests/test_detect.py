@@ -1,6 +1,6 @@
 """Tests of detection and the pipeline: box geometry, Haar detection, the keypoint API with a
-tiny random checkpoint (shapes, coordinate mapping, flip TTA, errors, batches, the turned
-retry). The command ``fkp-detect`` is test_detect_command.py.
+tiny random checkpoint (shapes, coordinate mapping, flip TTA, errors, batches); the turned-face
+steps are test_turned_faces.py. The command ``fkp-detect`` is test_detect_command.py.
 
 A randomly initialised ResNet18Keypoints(width=8) is enough here: the tests are about what the
 code around the model does, not about how good the model is.
@@ -337,27 +337,6 @@ def test_missing_detector_weights_name_the_command_and_haar_still_works(tmp_path
     assert detect_cmd.main([str(ASTRONAUT), "--model", str(tiny_ckpt), "--detector", "haar",
                         "--json", str(out), "--quiet"]) == 0
     assert len(json.loads(out.read_text())["images"][0]["faces"]) == 1
-
-
-def test_an_upside_down_fit_is_mended_by_the_turned_retry(astronaut, tiny_ckpt):
-    pipe = pipeline.KeypointPipeline()     # the shipped model: it has measured confidence floors
-    (face,) = pipe.get_landmarks(astronaut)
-    assert face.confidence > pipe.calibrated(pipe.confidence_floor)  # floors are raw values
-    # the same fit turned by 180 degrees about its centre: an eye line read the wrong way round
-    upside_down = (2 * face.keypoints.mean(axis=0) - face.keypoints)[None]
-    doubtful = np.array([pipe.confidence_floor / 2])
-    for image in (astronaut, [astronaut]):          # one image, or one image per face
-        mended, conf = pipe.retry_turned(image, upside_down, doubtful)
-        assert np.abs(mended[0] - face.keypoints).mean() < 1.0      # pixels; the face is ~120
-        assert pipe.calibrated(conf[0]) == pytest.approx(face.confidence, abs=0.005)
-    # a fit the model is sure of is not tried again
-    kept, conf = pipe.retry_turned(astronaut, upside_down, np.array([1.0]))
-    np.testing.assert_array_equal(kept, upside_down)
-    # a model without a measured floor never retries
-    tiny = pipeline.KeypointPipeline(tiny_ckpt)
-    assert tiny.confidence_floor is None
-    kept, _ = tiny.retry_turned(astronaut, upside_down, np.array([0.0]))
-    np.testing.assert_array_equal(kept, upside_down)
 
 
 def _photos_for_threads(astronaut):

@@ -49,6 +49,7 @@ from facial_keypoints.detection.base import (
     load_calibration,
 )
 from facial_keypoints.files import file_sha256, quiet_native_stderr
+from facial_keypoints.geometry import wrap_degrees
 from facial_keypoints.paths import BLAZEFACE_DIR
 
 #: The two model files (name -> SHA-256), checked before they are loaded. The ``_sparse``
@@ -280,7 +281,7 @@ def face_roll(points: np.ndarray) -> float:
 def turned_roll(points: np.ndarray, turns: int) -> float:
     """The roll (``face_roll``, -180 to 180) that a face with these upright-frame points shows
     in the canvas turned clockwise by ``turns`` quarter turns."""
-    return (face_roll(points) - 90 * turns + 180) % 360 - 180
+    return float(wrap_degrees(face_roll(points) - 90 * turns))
 
 
 TURN_CODES = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}

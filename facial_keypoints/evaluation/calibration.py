@@ -78,7 +78,7 @@ def wrong_crop_fits(pipe, split, names=None, per_face=4, seed=0, markup=None):
     """Fits from wrong crops, the errors a detector or a roll estimate makes: each held-out
     face, turned by a quarter turn and up to 45 degrees more, cut ``per_face`` times from its
     square shifted by up to 30 % of its side, scaled 0.6-1.6 times and turned wrongly by up to
-    90 degrees, then fitted as the pipeline fits a detection (refit, retry half a turn);
+    90 degrees, then fitted as the pipeline fits a detection (``fit_squares``: refit, retry);
     {"raw", "nme", "face"} arrays."""
     rng = np.random.default_rng(seed)
     previous = pipe.markup
@@ -95,7 +95,7 @@ def wrong_crop_fits(pipe, split, names=None, per_face=4, seed=0, markup=None):
                 crop = [cx + rng.uniform(-0.3, 0.3) * side, cy + rng.uniform(-0.3, 0.3) * side,
                         side * np.exp(rng.uniform(np.log(0.6), np.log(1.6))),
                         angle + rng.uniform(-90, 90)]
-                pts, conf = pipe.retry_turned(image, *pipe.fit(image, [crop]))
+                pts, conf = pipe.fit_squares(image, [crop])
                 raw.append(conf[0])
                 errors.append(nme(pts, gt[None])[0])
                 index.append(i)

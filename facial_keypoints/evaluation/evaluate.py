@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -28,7 +27,7 @@ from facial_keypoints.data.fetch import W300_NAME, fetch_300w
 from facial_keypoints.data.w300 import dataset_300w, split_300w_files
 from facial_keypoints.detection.base import calibrate, crops_for
 from facial_keypoints.evaluation.metrics import summarize
-from facial_keypoints.geometry import CROP_SCALE, upright_square
+from facial_keypoints.geometry import CROP_SCALE, turn_image, upright_square
 from facial_keypoints.landmarks import N_KEYPOINTS
 
 PROTOCOL_TITLES = {"crop": "(a) model on ground-truth face crops",
@@ -58,13 +57,7 @@ def rotated(image, keypoints, degrees):
     grown so that nothing is cut (black corners), and the keypoints turned with it."""
     if degrees % 360 == 0:
         return image, np.asarray(keypoints, dtype=np.float64)
-    h, w = image.shape[:2]
-    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -degrees, 1.0)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
-    m[:, 2] += [(nw - w) / 2, (nh - h) / 2]
-    out = cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT)
+    out, m = turn_image(image, degrees)
     return out, np.asarray(keypoints, dtype=np.float64) @ m[:, :2].T + m[:, 2]
 
 
@@ -111,8 +104,10 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
     ``split``: see ``split_dataset``. A model with one head per mark-up is read with the
     split's own: the course's for the course splits, 300-W's for the 300-W ones.
     ``protocol='crop'``: the model on the upright face square derived from the labelled
-    keypoints. ``protocol='pipeline'``: detection -> crop -> model; a missed face is a failure,
-    and so is a face the pipeline drops for a confidence below its ``min_confidence``.
+    keypoints. ``protocol='pipeline'``: every face of the image as ``find_faces`` finds it
+    (detection -> crop -> model, a turned photo searched again upright), the labelled face
+    matched by the square it was first cut from; a missed face is a failure, and so is a face
+    the pipeline drops for a confidence below its ``min_confidence``.
     ``degrees``: each image (and its labels) turned by that much first (``rotated``).
     ``markup``: read another head than the split's own (to compare the heads on the same faces).
     ``details`` holds the predictions, labels, confidences and file names; the summary's
@@ -133,14 +128,11 @@ def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True
                 pts, c = pipe.keypoints_for_crops(image, [upright_square(gt, pipe.crop_scale)])
                 pred, conf = pts[0], c[0]
             else:
-                found = pipe.detect(image)
-                detections += len(found)
-                j = match_detection(crops_for(found, pipe.detector, pipe.crop_scale), gt,
-                                    pipe.crop_scale)
-                if j is not None:
-                    pts, c = pipe.keypoints_for(image, found[j:j + 1])
-                    if pipe.confident(pipe.calibrated(c)[0]):   # as the product keeps
-                        pred, conf = pts[0], c[0]
+                fits = pipe.image_fits(image)        # as ``find_faces`` finds them
+                detections += len(fits)
+                j = match_detection(fits.squares, gt, pipe.crop_scale)
+                if j is not None and pipe.confident(pipe.calibrated(fits.raw[j])):
+                    pred, conf = fits.keypoints[j], fits.raw[j]   # as the product keeps
             seconds += time.perf_counter() - t0
             preds.append(pred)
             gts.append(gt)

@@ -13,16 +13,20 @@ grayscale (or RGB) in [0, 1] exactly as in training (``images.unit_image``) -> t
 (``keypoints.runtime``: onnxruntime or PyTorch), all faces in one batch -> keypoints mapped
 back to the original image's pixels; then, with ``refine``, once more from the upright square
 around those keypoints (``geometry.upright_square``: the training crop rule). A head tilted by
-any angle, up to upside down, is cut upright. A face whose fit the model doubts is tried once
-more with its square turned half a turn (``retry_turned``).
+any angle, up to upside down, is cut upright. A face whose fit the model doubts is tried again
+from its first square turned a quarter and half a turn (``retry_turned``): the detector's roll
+can be far off for a small face in a turned photo. A photo whose sure faces lean the same way
+by 20 degrees or more (a turned photo) is searched once more turned upright
+(``search_upright``): the detector finds more of its faces, and with better rolls, there.
 """
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from facial_keypoints.detection import DETECTORS
@@ -30,9 +34,12 @@ from facial_keypoints.detection.base import Detections, GivenBoxes, box_for_keyp
 from facial_keypoints.geometry import (
     CROP_SCALE,
     eye_roll,
+    mean_roll,
+    turn_image,
     unwarp_keypoints,
     upright_square,
     warp_face,
+    wrap_degrees,
 )
 from facial_keypoints.images import as_rgb_array, unit_image
 from facial_keypoints.keypoints.confidence import probability
@@ -47,6 +54,27 @@ from facial_keypoints.video.tracker import FaceTracker
 MAX_BATCH = 64
 #: Given boxes: the largest coordinate and side, in pixels.
 MAX_BOX = 1_000_000
+#: A doubtful fit is tried again from its first square turned by these angles (degrees): a
+#: detector's roll can be a quarter turn off (a small face turned sideways in a turned photo)
+#: or half a turn (an eye line read the wrong way round). Chosen on the 300-W held-out fifth's
+#: faces in group photos turned by 0 to 180 degrees (``benchmarks.benchmark_detection``):
+#: 45-degree steps as well gave more wrong picks than they mended.
+RETRY_TURNS = (90, -90, 180)
+#: A photo whose sure faces lean by this many degrees or more on average is searched again,
+#: turned upright (``search_upright``). Chosen on the same held-out group photos (30 degrees
+#: left photos turned by 30 degrees unsearched); 0.5 % of the course frames lean this much.
+ROLL_SEARCH = 20.0
+#: ... and whose sure faces mostly agree on that lean: the length of their rolls' mean vector
+#: at least this (1: all the same; 0.5: e.g. three faces leaning one way and a fourth, fitted
+#: wrongly, the other; 0: two faces leaning opposite ways). Faces leaning every way have no
+#: lean to turn upright.
+ROLL_AGREEMENT = 0.5
+#: A face found in the photo turned upright counts where its fit leans by at most this much
+#: there (and lies on its detection): a stray detection there must not replace a first fit.
+UPRIGHT_THERE = 45.0
+#: The photo is shrunk to at most this side before it is turned for the second search (the
+#: detectors work on smaller copies anyway; a turned canvas of a big photo is large).
+SEARCH_SIDE = 1280
 
 
 @dataclass
@@ -81,6 +109,37 @@ class Face:
         return out
 
 
+@dataclass(eq=False)
+class Fits:
+    """The faces of one image (or of several, batched) as arrays, before ``min_confidence``:
+    the detector's ``boxes`` (N, 4) in image pixels, the ``squares`` (N, 4) as (cx, cy, side,
+    angle) each face was first cut from, ``keypoints`` (N, 68, 2), the detector's ``scores``
+    (N,) and the model's ``raw`` confidences (N,)."""
+    boxes: np.ndarray
+    squares: np.ndarray
+    keypoints: np.ndarray
+    scores: np.ndarray
+    raw: np.ndarray
+
+    @classmethod
+    def none(cls):
+        return cls(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, N_KEYPOINTS, 2)),
+                   np.zeros(0), np.zeros(0))
+
+    def arrays(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, index):
+        """The faces at ``index`` (a boolean mask or a list of indices)."""
+        return Fits(*(a[index] for a in self.arrays()))
+
+    def __add__(self, other):
+        return Fits(*(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays())))
+
+
 def _rounded(value, digits):
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
@@ -106,6 +165,10 @@ class KeypointPipeline:
             face given by ``boxes``). None (default): the model's own threshold, the lowest
             confidence of a held-out real face as the pipeline found it, rounded down (its
             model card gives it); 0 keeps every detection.
+        retry_turns: the turns (degrees) from which a doubtful fit is tried again
+            (``retry_turned``); ``()``: never.
+        roll_search: a photo whose sure faces lean together by at least this many degrees is
+            searched again turned upright (``search_upright``); None: never.
 
     ``Face.confidence`` is the probability that the fit is good (NME below 8 % of the
     distance between the outer eye corners), calibrated on held-out faces
@@ -114,8 +177,11 @@ class KeypointPipeline:
     """
 
     def __init__(self, model=DEFAULT_MODEL, detector="blazeface", markup=None, refine=1,
-                 flip_tta=False, backend="onnx", device="cpu", min_confidence=None):
+                 flip_tta=False, backend="onnx", device="cpu", min_confidence=None,
+                 retry_turns=RETRY_TURNS, roll_search=ROLL_SEARCH):
         self.model_path = Path(model)
+        self.retry_turns = tuple(float(t) for t in retry_turns)
+        self.roll_search = None if roll_search is None else float(roll_search)
         #: ``min_confidence`` as asked for (None: the model's own, per mark-up)
         self.min_confidence_setting = min_confidence
         self.model, self.meta = model_runtime(self.model_path, backend, device)
@@ -209,9 +275,14 @@ class KeypointPipeline:
         """Keypoints (N, 68, 2) and confidences (N,) for a detector's faces: the first
         prediction from the crop the detector's calibration gives (default detector: the
         pipeline's), then ``refine`` more from the upright square around the keypoints
-        found."""
-        crops = crops_for(detections, detector or self.detector, self.crop_scale)
-        return self.retry_turned(image, *self.fit(image, crops))
+        found; doubtful fits tried again (``retry_turned``)."""
+        return self.fit_squares(image, crops_for(detections, detector or self.detector,
+                                                 self.crop_scale))
+
+    def fit_squares(self, image, crops):
+        """``fit`` from the squares (N, 4) where a detector put faces, then ``retry_turned``."""
+        crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
+        return self.retry_turned(image, crops, *self.fit(image, crops))
 
     def fit(self, image, crops):
         """Keypoints and confidences from squares (N, 4), then ``refine`` refits from the upright
@@ -221,23 +292,31 @@ class KeypointPipeline:
             pts, conf = self.refit_keypoints(image, pts)
         return pts, conf
 
-    def retry_turned(self, image, keypoints, confidence):
+    def retry_turned(self, image, crops, keypoints, confidence):
         """Faces whose fit the model doubts (confidence below the floor that ``training.ship``
-        measured on held-out faces) predicted once more from their square turned by 180
-        degrees, then refit; the more confident of the two fits is kept. A fit that came out
-        upside down (an eye line read the wrong way round) is what this mends. ``image``: one
-        image, or a list of one image per face."""
+        measured on held-out faces) fitted again from their first squares ``crops`` (N, 4)
+        turned by each of ``retry_turns``; the most confident fit is kept. What this mends: a
+        square cut at a wrong roll (the detector's eye points of a small face turned sideways,
+        or an eye line read the wrong way round), from which the refit cannot recover.
+        ``image``: one image, or a list of one image per face."""
         floor = self.confidence_floor
-        doubtful = np.flatnonzero(confidence < floor) if floor else np.zeros(0, int)
+        doubtful = np.flatnonzero(confidence < floor) \
+            if floor is not None and self.retry_turns else []
         if len(doubtful) == 0:
             return keypoints, confidence
-        images = [image[i] for i in doubtful] if isinstance(image, list) else image
-        crops = [upright_square(p, self.crop_scale) + [0, 0, 0, 180] for p in keypoints[doubtful]]
-        turned, turned_conf = self.fit(images, crops)
-        better = turned_conf > confidence[doubtful]
+        turns = self.retry_turns
+        crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
+        tried = np.concatenate([crops[doubtful] + [0, 0, 0, t] for t in turns])
+        images = [image[i] for i in doubtful] * len(turns) if isinstance(image, list) else image
+        pts, conf = self.fit(images, tried)        # every turn of every doubtful face at once
+        pts = pts.reshape(len(turns), len(doubtful), N_KEYPOINTS, 2)
+        conf = conf.reshape(len(turns), len(doubtful))
+        best = np.argmax(np.where(np.isfinite(conf), conf, -np.inf), axis=0)
+        pick = np.arange(len(doubtful))
+        better = conf[best, pick] > confidence[doubtful]
         keypoints, confidence = keypoints.copy(), confidence.copy()
-        keypoints[doubtful[better]] = turned[better]
-        confidence[doubtful[better]] = turned_conf[better]
+        keypoints[doubtful[better]] = pts[best, pick][better]
+        confidence[doubtful[better]] = conf[best, pick][better]
         return keypoints, confidence
 
     def refit_keypoints(self, image, keypoints):
@@ -258,27 +337,84 @@ class KeypointPipeline:
     # -- the API -----------------------------------------------------------------------------
     def find_faces(self, image) -> list[Face]:
         """Every face the detector finds in an RGB array, with its keypoints (less those the
-        model doubts: ``min_confidence``)."""
-        return [f for f in self.faces_for(image, self.detect(image))
-                if self.confident(f.confidence)]
+        model doubts: ``min_confidence``); a turned photo searched again upright
+        (``search_upright``)."""
+        return [f for f in self.as_faces(self.image_fits(image)) if self.confident(f.confidence)]
+
+    def image_fits(self, image) -> Fits:
+        """Every face of one RGB array as ``Fits``, before ``min_confidence``: detection, fits,
+        ``search_upright``."""
+        return self.search_upright(image, self.fits_for(image, self.detect(image)))
 
     def find_faces_in(self, images) -> list[list[Face]]:
         """Every face of several images (RGB arrays), the crops of all of them predicted
-        together, in one batch per pass: for folders of photos."""
+        together, in one batch per pass: for folders of photos (a turned photo's second search,
+        ``search_upright``, then runs photo by photo)."""
         found = [self.detect(im) for im in images]
-        owners = [i for i, d in enumerate(found) for _ in range(len(d))]
-        faces = [[] for _ in images]
-        if not owners:
-            return faces
-        hits = [d for d in found if len(d)]
-        merged = Detections(np.concatenate([d.boxes for d in hits]),
-                            np.concatenate([d.scores for d in hits]),
-                            None if hits[0].points is None else
-                            np.concatenate([d.points for d in hits]))
-        for i, face in zip(owners, self.faces_for([images[i] for i in owners], merged)):
-            if self.confident(face.confidence):
-                faces[i].append(face)
-        return faces
+        owners = np.array([i for i, d in enumerate(found) for _ in range(len(d))], dtype=int)
+        fits = Fits.none()
+        if len(owners):
+            hits = [d for d in found if len(d)]
+            merged = Detections(np.concatenate([d.boxes for d in hits]),
+                                np.concatenate([d.scores for d in hits]),
+                                None if hits[0].points is None else
+                                np.concatenate([d.points for d in hits]))
+            fits = self.fits_for([images[i] for i in owners], merged)
+        return [[f for f in self.as_faces(self.search_upright(im, fits[owners == i]))
+                 if self.confident(f.confidence)] for i, im in enumerate(images)]
+
+    def search_upright(self, image, fits) -> Fits:
+        """The ``fits`` of one image, and more of them where the photo is turned: when its
+        sure faces (not below the confidence floor; a model without one is never searched
+        again) lean the same way (``ROLL_AGREEMENT``) by ``roll_search`` degrees or more on
+        average, the detector runs again on the image turned upright by that lean (shrunk to
+        ``SEARCH_SIDE`` first), where it finds small faces it missed and gives the rolls it
+        was calibrated for. Each face found there is fitted from its square mapped back to the
+        image (the model cuts the original pixels); where its fit shows it within
+        ``UPRIGHT_THERE`` degrees of upright in the turned image (it leans like the photo) and
+        lies on its detection (the centres of the fit's square and of the square cut within a
+        quarter of its side), it replaces the first fits whose first square's centre lies
+        within half that square's side of its own, whatever their confidence (keeping the
+        more confident of the two instead found fewer faces and left more failed fits on the
+        held-out group photos: ``results/README.md``). The other first fits stay."""
+        floor = self.confidence_floor
+        if self.roll_search is None or floor is None or len(fits) == 0:
+            return fits
+        sure = np.isfinite(fits.keypoints).all(axis=(1, 2)) & (fits.raw >= floor)
+        if not sure.any():
+            return fits
+        lean, agreement = mean_roll([eye_roll(p) for p in fits.keypoints[sure]])
+        if abs(lean) < self.roll_search or agreement < ROLL_AGREEMENT:
+            return fits
+        scale = min(1.0, SEARCH_SIDE / max(image.shape[:2]))
+        small = image if scale == 1.0 else \
+            cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        turned, matrix = turn_image(small, -lean)
+        found = self.detect(turned)
+        if len(found) == 0:
+            return fits
+        back = cv2.invertAffineTransform(matrix)
+
+        def to_image(xy):   # turned-canvas pixels -> the image's (pixel centres kept)
+            return ((xy @ back[:, :2].T + back[:, 2]) + 0.5) / scale - 0.5
+
+        squares = crops_for(found, self.detector, self.crop_scale)
+        squares[:, :2] = to_image(squares[:, :2])
+        squares[:, 2] /= scale
+        squares[:, 3] = wrap_degrees(squares[:, 3] + lean)
+        x, y, w, h = found.boxes.T
+        corners = to_image(np.stack([np.stack([x, y], 1), np.stack([x + w, y], 1),
+                                     np.stack([x, y + h], 1), np.stack([x + w, y + h], 1)], 1))
+        lo, hi = corners.min(axis=1), corners.max(axis=1)   # the box that holds the turned one
+        pts, raw = self.fit_squares(image, squares)
+        fitted = np.array([upright_square(p, self.crop_scale) for p in pts]).reshape(-1, 4)
+        upright = np.abs(wrap_degrees(fitted[:, 3] - lean)) <= UPRIGHT_THERE
+        on_box = np.linalg.norm(fitted[:, :2] - squares[:, :2], axis=1) < squares[:, 2] / 4
+        again = Fits(np.concatenate([lo, hi - lo], axis=1), squares, pts, found.scores,
+                     raw)[upright & on_box]
+        near = np.linalg.norm(fits.squares[:, None, :2] - again.squares[None, :, :2], axis=2)
+        stays = ~np.any(near < fits.squares[:, 2:3] / 2, axis=1)
+        return fits[stays] + again
 
     @property
     def min_confidence(self) -> float:
@@ -305,11 +441,21 @@ class KeypointPipeline:
             probability(raw, self.calibration)
 
     def faces_for(self, image, detections, detector=None) -> list[Face]:
-        """``Face`` objects for a detector's faces (``keypoints_for``), every one of them.
+        """``Face`` objects for a detector's faces (``fits_for``), every one of them.
         ``image``: one image, or a list of one image per detection."""
-        pts, raw = self.keypoints_for(image, detections, detector)
+        return self.as_faces(self.fits_for(image, detections, detector))
+
+    def fits_for(self, image, detections, detector=None) -> Fits:
+        """``Fits`` for a detector's faces (``keypoints_for``), every one of them."""
+        detector = detector or self.detector
+        squares = crops_for(detections, detector, self.crop_scale)
+        pts, raw = self.fit_squares(image, squares)
+        return Fits(detections.boxes, squares, pts, detections.scores, raw)
+
+    def as_faces(self, fits) -> list[Face]:
+        """``Face`` objects for ``Fits``, with calibrated confidences and rolls."""
         return [Face(b, p, _finite(s), _finite(c), eye_roll(p)) for b, p, s, c in
-                zip(detections.boxes, pts, detections.scores, self.calibrated(raw))]
+                zip(fits.boxes, fits.keypoints, fits.scores, self.calibrated(fits.raw))]
 
     def confident(self, confidence) -> bool:
         """Whether a detected face of this (calibrated) confidence is kept: not below
