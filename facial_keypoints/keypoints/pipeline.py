@@ -276,8 +276,8 @@ class KeypointPipeline:
         prediction from the crop the detector's calibration gives (default detector: the
         pipeline's), then ``refine`` more from the upright square around the keypoints
         found; doubtful fits tried again (``retry_turned``)."""
-        return self.fit_squares(image, crops_for(detections, detector or self.detector,
-                                                 self.crop_scale))
+        fits = self.fits_for(image, detections, detector)
+        return fits.keypoints, fits.raw
 
     def fit_squares(self, image, crops):
         """``fit`` from the squares (N, 4) where a detector put faces, then ``retry_turned``."""
@@ -403,8 +403,7 @@ class KeypointPipeline:
         squares[:, 2] /= scale
         squares[:, 3] = wrap_degrees(squares[:, 3] + lean)
         x, y, w, h = found.boxes.T
-        corners = to_image(np.stack([np.stack([x, y], 1), np.stack([x + w, y], 1),
-                                     np.stack([x, y + h], 1), np.stack([x + w, y + h], 1)], 1))
+        corners = to_image(np.stack([x, y, x + w, y, x, y + h, x + w, y + h], 1).reshape(-1, 4, 2))
         lo, hi = corners.min(axis=1), corners.max(axis=1)   # the box that holds the turned one
         pts, raw = self.fit_squares(image, squares)
         fitted = np.array([upright_square(p, self.crop_scale) for p in pts]).reshape(-1, 4)
@@ -446,7 +445,9 @@ class KeypointPipeline:
         return self.as_faces(self.fits_for(image, detections, detector))
 
     def fits_for(self, image, detections, detector=None) -> Fits:
-        """``Fits`` for a detector's faces (``keypoints_for``), every one of them."""
+        """``Fits`` for a detector's faces, every one of them: each cut from the square the
+        detector's calibration gives, fitted and refit, doubtful fits tried again
+        (``fit_squares``)."""
         detector = detector or self.detector
         squares = crops_for(detections, detector, self.crop_scale)
         pts, raw = self.fit_squares(image, squares)
