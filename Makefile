@@ -14,7 +14,7 @@ DEMO_STAMP := $(DEMO_VENV)/.installed
 NOTEBOOKS := 1_Load_and_Visualize.ipynb 2_Define_Train_CNN.ipynb 3_Haar_Detection.ipynb 4_Fun_Filters.ipynb
 PYTEST := $(PY) -m pytest -q --durations=15
 
-.PHONY: demo test test-fast unit notebooks lint spell data model venv lab clean
+.PHONY: demo test test-fast unit notebooks lint spell data model venv lab serve clean
 
 # the course's environment: the package (editable) with every extra (requirements.txt)
 venv: $(STAMP)
@@ -78,6 +78,10 @@ model: data
 
 lab: data
 	$(VENV)/bin/jupyter lab
+
+# the web page and the API on http://127.0.0.1:8000/ (Ctrl-C stops it)
+serve: $(STAMP)
+	$(VENV)/bin/fkp-serve
 
 clean:
 	rm -rf runs out .pytest_cache build dist

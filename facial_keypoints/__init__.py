@@ -15,12 +15,15 @@ Where each job lives:
 * ``filters``: drawing, face filters (sunglasses, moustache, hat, blur), face geometry;
 * ``training``, ``evaluation``, ``data``: training (PyTorch), metrics and evaluation protocols,
   the datasets and their download;
+* ``scale``: whole collections on Ray Data into Parquet (``fkp-batch``, the ``[scale]``
+  extra);
 * ``geometry``, ``images``, ``landmarks``, ``files``, ``paths``: crop geometry, image files,
   the 68 points' names and regions, safe file writing, where every file is.
 
-Commands: ``fkp-detect`` (``detect``), ``fkp-train``, ``fkp-evaluate``, ``fkp-fetch-data``,
-``fkp-export``, ``fkp-ship`` (``cli``). Nothing here needs PyTorch except training, evaluation,
-the datasets and ``backend="torch"`` (``pip install 'facial-keypoints[train]'``).
+Commands: ``fkp-detect`` (``detect``), ``fkp-batch``, ``fkp-train``, ``fkp-evaluate``,
+``fkp-fetch-data``, ``fkp-export``, ``fkp-ship`` (``cli``). Nothing here needs PyTorch except
+training, evaluation, the datasets and ``backend="torch"`` (``pip install
+'facial-keypoints[train]'``).
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ transparency (RGBA) for overlay art.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -35,12 +36,25 @@ def load_image(path, alpha=False) -> np.ndarray:
         raise ImageReadError(f"{path}: is a folder, not an image")
     if not path.is_file():   # reading a pipe or a device could wait for ever
         raise ImageReadError(f"{path}: not a regular file (a pipe, socket or device)")
+    return _decode(path, path, alpha)
+
+
+def decode_image(data: bytes, name="image", alpha=False) -> np.ndarray:
+    """``load_image`` for an image's bytes (an upload, a file read from any file system):
+    the same formats and rules; ``ImageReadError`` names it ``name``."""
+    if not data:
+        raise ImageReadError(f"{name}: empty, not an image")
+    return _decode(io.BytesIO(data), name, alpha)
+
+
+def _decode(source, name, alpha):
+    """An image from a path or a binary file object, as ``load_image`` describes."""
     try:
         # Pillow warns about sizes between its two bomb limits (89 and 179 megapixels: a
         # 100-megapixel photo is fine) and about damaged metadata; the image is read either way.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im.load()
                 try:
                     ImageOps.exif_transpose(im, in_place=True)  # no copy of a big image
@@ -48,12 +62,15 @@ def load_image(path, alpha=False) -> np.ndarray:
                     pass
                 return pil_to_rgb(im, alpha)
     except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: image too large to read safely ({e}); downscale it "
+        raise ImageReadError(f"{name}: image too large to read safely ({e}); downscale it "
                              f"first") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: not a readable image ({e})") from None
+    except UnidentifiedImageError:   # Pillow's message names its file object, not the image
+        raise ImageReadError(f"{name}: not a readable image (cannot identify image file: no "
+                             f"format Pillow reads)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{name}: not a readable image ({e})") from None
     except Exception as e:  # a damaged file can make a Pillow decoder fail in other ways
-        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        raise ImageReadError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 def pil_to_rgb(im: Image.Image, alpha=False) -> np.ndarray:

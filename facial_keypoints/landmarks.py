@@ -8,6 +8,9 @@ image's left); jaw ends and mouth corners for the image's side.
 from __future__ import annotations
 
 N_KEYPOINTS = 68
+#: The mark-ups a model may give the 68 points in: the iBUG 300-W standard (dlib's and
+#: face-alignment's) and the course dataset's, which differs on the jaw and nose.
+MARKUPS = ("300w", "course")
 
 REGIONS = {
     "jaw": range(0, 17),

@@ -57,6 +57,8 @@ CALIBRATION_FILE = PACKAGE_DIR / "detection" / "calibration.json"
 CARD_TEMPLATE = PACKAGE_DIR / "training" / "model_card.md"
 #: The bundled photo (NASA, public domain; ``skimage.data.astronaut``).
 DEFAULT_PHOTO = PACKAGE_DIR / "samples" / "astronaut.jpg"
+#: ``fkp-serve``'s page and its scripts (no CDN).
+SERVE_STATIC = PACKAGE_DIR / "serve" / "static"
 
 # -- what runs download or write -------------------------------------------------------------
 DATA_DIR = HOME / "data"

@@ -62,7 +62,8 @@ def test_the_wheel_holds_one_package_and_its_files(wheel):
     for f in ("keypoints/shipped/keypoints.onnx", "keypoints/shipped/keypoints.pt",
               "detection/blazeface_models/face_detection_short_range.tflite",
               "detection/blazeface_models/LICENSE", "detection/calibration.json",
-              "samples/astronaut.jpg"):
+              "samples/astronaut.jpg", "serve/static/index.html", "serve/static/app.js",
+              "serve/static/style.css"):
         assert f"facial_keypoints/{f}" in names
 
 
@@ -90,12 +91,14 @@ def test_fkp_detect_from_another_folder_gives_the_full_environments_keypoints(li
     assert "site-packages" in imported.stdout, imported.stderr
 
 
-@pytest.mark.parametrize("command", [["fkp-detect", DEFAULT_PHOTO, "--backend", "torch"],
-                                     ["fkp-train", "--epochs", "1"], ["fkp-evaluate"]],
-                         ids=lambda c: " ".join(map(str, c[:1] + c[2:])))
-def test_what_needs_torch_in_the_light_install_names_the_extra(light, tmp_path, command):
+@pytest.mark.parametrize("command,extra", [
+    (["fkp-detect", DEFAULT_PHOTO, "--backend", "torch"], "train"),
+    (["fkp-train", "--epochs", "1"], "train"), (["fkp-evaluate"], "train"),
+    (["fkp-serve"], "serve"), (["fkp-batch", "in/", "out/"], "scale")],
+    ids=lambda c: " ".join(map(str, c[:1] + c[2:])) if isinstance(c, list) else None)
+def test_what_needs_an_extra_in_the_light_install_names_it(light, tmp_path, command, extra):
     bin_dir, _, _ = light
     done = run([bin_dir / command[0], *command[1:]], cwd=tmp_path)
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
-    assert "pip install 'facial-keypoints[train]'" in line
+    assert f"pip install 'facial-keypoints[{extra}]'" in line

@@ -1,9 +1,10 @@
 """The commands (``fkp-*``): each module parses its arguments and calls the package.
 
-``fkp-detect`` runs on the light install. The others train, evaluate, ship, export or fetch the
-training data and need the ``[train]`` extra (PyTorch, pandas): their entry points below
-(``fkp_train`` for ``fkp-train``, ...) start them, or say in one line which extra to install
-where it is missing.
+``fkp-detect`` runs on the light install. The others need an extra: ``fkp-train``,
+``fkp-evaluate``, ``fkp-ship``, ``fkp-export`` and ``fkp-fetch-data`` the ``[train]`` extra
+(PyTorch, pandas), ``fkp-serve`` the ``[serve]`` extra (the web page and API), ``fkp-batch``
+the ``[scale]`` extra (Ray Data). Their entry points below (``fkp_train`` for ``fkp-train``,
+...) start them, or say in one line which extra to install where it is missing.
 """
 from __future__ import annotations
 
@@ -15,14 +16,20 @@ import threading
 from contextlib import contextmanager
 
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
-#: What the [train] extra brings: a command that cannot import one of these says so.
-TRAIN_PACKAGES = {"torch", "torchvision", "pandas", "matplotlib", "onnx", "onnxscript"}
+#: What each extra brings (top-level module names): a command that cannot import one of its
+#: extra's modules says in one line what to install.
+EXTRA_PACKAGES = {
+    "train": {"torch", "torchvision", "pandas", "matplotlib", "onnx", "onnxscript"},
+    "serve": {"fastapi", "fastapi_offline", "starlette", "uvicorn", "multipart",
+              "python_multipart", "pydantic", "websockets"},
+    "scale": {"ray", "pyarrow", "fsspec", "pandas"},
+}
 
 
-def missing_extra(prog, error) -> int:
+def missing_extra(prog, error, extra="train") -> int:
     """One line for a command started where its extra is not installed; exit status 2."""
-    print(f"{prog}: error: this command needs the [train] extra (no module named "
-          f"{error.name!r}): {TRAIN_EXTRA}", file=sys.stderr)
+    print(f"{prog}: error: this command needs the [{extra}] extra (no module named "
+          f"{error.name!r}): pip install 'facial-keypoints[{extra}]'", file=sys.stderr)
     return 2
 
 
@@ -96,17 +103,17 @@ INTERRUPTED = {"train": ": the last finished epoch is in the run's last.pt; run 
                         "with --resume to continue"}
 
 
-def run_command(module, prog, argv=None):
+def run_command(module, prog, argv=None, extra="train"):
     """``facial_keypoints.cli.<module>.main(argv)``, or the one line of ``missing_extra`` when
-    the module cannot import a package of the [train] extra (an optional back-end); Ctrl-C or
-    SIGTERM is one line (``interrupted``), not a traceback."""
+    the module cannot import a package of its ``extra``; Ctrl-C or SIGTERM is one line
+    (``interrupted``), not a traceback."""
     def command():
         try:
             main = importlib.import_module(f"{__name__}.{module}").main
         except ImportError as e:
-            if (e.name or "").split(".")[0] not in TRAIN_PACKAGES:
+            if (e.name or "").split(".")[0] not in EXTRA_PACKAGES[extra]:
                 raise
-            return missing_extra(prog, e)
+            return missing_extra(prog, e, extra)
         return main(argv)
 
     # every file the commands write is written atomically
@@ -132,3 +139,11 @@ def fkp_export(argv=None):
 
 def fkp_fetch_data(argv=None):
     return run_command("fetch_data", "fkp-fetch-data", argv)
+
+
+def fkp_serve(argv=None):
+    return run_command("serve", "fkp-serve", argv, extra="serve")
+
+
+def fkp_batch(argv=None):
+    return run_command("batch", "fkp-batch", argv, extra="scale")

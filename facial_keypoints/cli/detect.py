@@ -24,6 +24,7 @@ from facial_keypoints.detection import DETECTORS
 from facial_keypoints.detection.base import DetectorWeightsError
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.keypoints.runtime import BACKENDS, ModelLoadError
+from facial_keypoints.landmarks import MARKUPS
 from facial_keypoints.output import (
     Results,
     annotated_names,
@@ -72,7 +73,7 @@ def build_parser(prog="fkp-detect"):
     p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)),
                    help="face detector: blazeface (MediaPipe's, any tilt) or haar (the "
                         "course's OpenCV cascade, upright faces; default: %(default)s)")
-    p.add_argument("--markup", choices=("300w", "course"), default=None,
+    p.add_argument("--markup", choices=MARKUPS, default=None,
                    help="for a model with one head per mark-up: the iBUG 300-W standard "
                         "(default) or the course dataset's")
     p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",

@@ -169,6 +169,8 @@ class KeypointPipeline:
             (``retry_turned``); ``()``: never.
         roll_search: a photo whose sure faces lean together by at least this many degrees is
             searched again turned upright (``search_upright``); None: never.
+        threads: onnxruntime's threads for the keypoint model (default: half the cores, at
+            least one), e.g. a worker's share of the cores where several run side by side.
 
     ``Face.confidence`` is the probability that the fit is good (NME below 8 % of the
     distance between the outer eye corners), calibrated on held-out faces
@@ -178,13 +180,13 @@ class KeypointPipeline:
 
     def __init__(self, model=DEFAULT_MODEL, detector="blazeface", markup=None, refine=1,
                  flip_tta=False, backend="onnx", device="cpu", min_confidence=None,
-                 retry_turns=RETRY_TURNS, roll_search=ROLL_SEARCH):
+                 retry_turns=RETRY_TURNS, roll_search=ROLL_SEARCH, threads=None):
         self.model_path = Path(model)
         self.retry_turns = tuple(float(t) for t in retry_turns)
         self.roll_search = None if roll_search is None else float(roll_search)
         #: ``min_confidence`` as asked for (None: the model's own, per mark-up)
         self.min_confidence_setting = min_confidence
-        self.model, self.meta = model_runtime(self.model_path, backend, device)
+        self.model, self.meta = model_runtime(self.model_path, backend, device, threads)
         self.backend, self.device = backend, device
         self.size = self.meta["input_size"]
         self.crop_scale = self.meta.get("crop_scale", CROP_SCALE)
