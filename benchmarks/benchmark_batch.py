@@ -14,8 +14,11 @@ peak of the RSS sum and every 2 s.
 
 Two rows per command are worked out from the two largest sizes: the images/s of the images
 beyond the smaller run (start-up, model loading and shut-down cancel out), and the fixed cost
-that remains (start-up and shut-down, s): the whole run = fixed cost + images / that rate.
-Both commands must give the same faces: the row counts are compared.
+that remains (worked out, not timed: the whole run = fixed cost + images / that rate).
+Both commands must give the same faces: the counts are compared (the ``faces`` column). Last,
+the command's own share of ``fkp-batch``'s work (``job.Collector``: the workers' records made
+into rows and written as Parquet), timed alone in this process on the largest run's records
+ten times over: the most images/s one ``fkp-batch`` takes in, however many workers it has.
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ import pyarrow.dataset as pads
 
 from benchmarks.common import write_table
 from facial_keypoints.paths import DATA_DIR, RESULTS_DIR
+from facial_keypoints.scale.job import Collector
+from facial_keypoints.scale.rows import FACE_FIELDS, records_table
+from facial_keypoints.scale.store import Dataset
 
 BIN = Path(sys.executable).parent
 
@@ -100,6 +106,38 @@ def faces_in_parquet(path):
         filter=pads.field("face").is_valid()).num_rows
 
 
+def parquet_bytes(path):
+    return sum(f.stat().st_size for f in Path(path).glob("part-*.parquet"))
+
+
+def collector_rate(parquet, tmp, copies=10):
+    """Images/s of the command's own share of the work (``job.Collector``: records in, rows
+    out, Parquet files written), fed the records of a finished run ``copies`` times over (as
+    new paths), in blocks of 16 images as the workers hand them over: the most images/s one
+    ``fkp-batch`` can take in, however many workers feed it."""
+    rows = pads.dataset(str(parquet), format="parquet").to_table().to_pylist()
+    by_path = {}
+    for row in rows:
+        by_path.setdefault(row["path"], []).append(row)
+    records = []
+    for copy in range(copies):
+        for path, image in by_path.items():
+            first = image[0]
+            faces = [{k: r[k] for k in FACE_FIELDS} for r in image if r["face"] is not None]
+            records.append({"path": f"{path}#{copy}", "width": first["width"],
+                            "height": first["height"], "markup": first["markup"],
+                            "error": None if faces else first["error"], "faces": faces})
+    blocks = [records_table(records[i:i + 16]) for i in range(0, len(records), 16)]
+    dataset = Dataset(Path(tmp) / "collector")
+    dataset.open({"benchmark": True})
+    t0 = time.perf_counter()
+    collector = Collector(dataset)
+    for block in blocks:
+        collector.add(block)
+    collector.flush()
+    return len(records) / (time.perf_counter() - t0), len(records)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 3000])
@@ -121,12 +159,16 @@ def main(argv=None):
                 rows.append({"command": name, "images": n, "wall s": round(seconds, 2),
                              "images/s": round(n / seconds, 1),
                              "peak RSS sum MB": round(rss), "peak PSS sum MB": round(pss),
-                             "processes": most, "fixed cost s": None})
+                             "processes": most, "faces": None, "Parquet bytes per face": None,
+                             "fixed cost s (worked out)": None})
                 print(rows[-1], flush=True)
             detect_faces, batch_faces = faces_in_json(out_json), faces_in_parquet(out_parquet)
             if detect_faces != batch_faces:
                 raise SystemExit(f"{n} images: fkp-detect found {detect_faces} faces, fkp-batch "
                                  f"{batch_faces}")
+            rows[-2]["faces"] = rows[-1]["faces"] = batch_faces
+            rows[-1]["Parquet bytes per face"] = round(parquet_bytes(out_parquet) /
+                                                       max(batch_faces, 1))
         small, large = sorted(args.sizes)[-2:]
         for name in dict.fromkeys(k[0] for k in runs):
             rate = (large - small) / (runs[name, large] - runs[name, small])
@@ -134,8 +176,17 @@ def main(argv=None):
                          "images": large - small,
                          "wall s": round(runs[name, large] - runs[name, small], 2),
                          "images/s": round(rate, 1), "peak RSS sum MB": None,
-                         "peak PSS sum MB": None, "processes": None,
-                         "fixed cost s": round(runs[name, large] - large / rate, 1)})
+                         "peak PSS sum MB": None, "processes": None, "faces": None,
+                         "Parquet bytes per face": None,
+                         "fixed cost s (worked out)": round(runs[name, large] - large / rate, 1)})
+        rate, n = collector_rate(Path(tmp) / f"batch_{large}", tmp)
+        rows.append({"command": "fkp-batch's own process alone (job.Collector: records in, "
+                                "Parquet out), in this process", "images": n,
+                     "wall s": round(n / rate, 2), "images/s": round(rate, 1),
+                     "peak RSS sum MB": None, "peak PSS sum MB": None, "processes": 1,
+                     "faces": None, "Parquet bytes per face": None,
+                     "fixed cost s (worked out)": None})
+        print(rows[-1], flush=True)
     path = write_table(rows, args.out, "batch",
                        f"fkp-batch (Ray Data) against fkp-detect on the same course training "
                        f"frames, each a new process with its defaults ({os.cpu_count()} cores)")

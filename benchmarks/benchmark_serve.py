@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
 import shutil
 import statistics
@@ -243,8 +244,9 @@ def main(argv=None):
                      "without the server": f"{1000 / direct:.1f} photos/s (one thread)"})
     finally:
         server.stop()
-    write_table(rows, args.out, "serve", "fkp-serve: the webcam page and the API (2 CPU "
-                                         "cores, headless Chromium on the same machine)")
+    write_table(rows, args.out, "serve", f"fkp-serve: the webcam page and the API "
+                                         f"({os.cpu_count()} CPU cores, headless Chromium on "
+                                         f"the same machine)")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ Where each job lives:
   the datasets and their download;
 * ``scale``: whole collections on Ray Data into Parquet (``fkp-batch``, the ``[scale]``
   extra);
+* ``serve``: the web page and the JSON API (``fkp-serve``, the ``[serve]`` extra);
 * ``geometry``, ``images``, ``landmarks``, ``files``, ``paths``: crop geometry, image files,
   the 68 points' names and regions, safe file writing, where every file is.
 
-Commands: ``fkp-detect`` (``detect``), ``fkp-batch``, ``fkp-train``, ``fkp-evaluate``,
-``fkp-fetch-data``, ``fkp-export``, ``fkp-ship`` (``cli``). Nothing here needs PyTorch except
-training, evaluation, the datasets and ``backend="torch"`` (``pip install
+Commands: ``fkp-detect`` (``detect``), ``fkp-serve``, ``fkp-batch``, ``fkp-train``,
+``fkp-evaluate``, ``fkp-fetch-data``, ``fkp-export``, ``fkp-ship`` (``cli``). Nothing here needs
+PyTorch except training, evaluation, the datasets and ``backend="torch"`` (``pip install
 'facial-keypoints[train]'``).
 """
 from __future__ import annotations

@@ -19,6 +19,11 @@ class ImageReadError(ValueError):
     """An image file that cannot be read; the message says which and why."""
 
 
+class ImageTooLarge(ImageReadError):
+    """An image over the number of pixels its reader accepts (``decode_image``'s
+    ``max_pixels``)."""
+
+
 def load_image(path, alpha=False) -> np.ndarray:
     """Read an image file by its content and return it as an RGB ``uint8`` array (H, W, 3),
     or RGBA (H, W, 4) with ``alpha`` (an image without transparency is then fully opaque).
@@ -39,15 +44,16 @@ def load_image(path, alpha=False) -> np.ndarray:
     return _decode(path, path, alpha)
 
 
-def decode_image(data: bytes, name="image", alpha=False) -> np.ndarray:
+def decode_image(data: bytes, name="image", alpha=False, max_pixels=None) -> np.ndarray:
     """``load_image`` for an image's bytes (an upload, a file read from any file system):
-    the same formats and rules; ``ImageReadError`` names it ``name``."""
+    the same formats and rules; ``ImageReadError`` names it ``name``. ``max_pixels``: a
+    picture with more is refused (``ImageTooLarge``) from its header, before it is decoded."""
     if not data:
         raise ImageReadError(f"{name}: empty, not an image")
-    return _decode(io.BytesIO(data), name, alpha)
+    return _decode(io.BytesIO(data), name, alpha, max_pixels)
 
 
-def _decode(source, name, alpha):
+def _decode(source, name, alpha, max_pixels=None):
     """An image from a path or a binary file object, as ``load_image`` describes."""
     try:
         # Pillow warns about sizes between its two bomb limits (89 and 179 megapixels: a
@@ -55,12 +61,18 @@ def _decode(source, name, alpha):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(source) as im:
+                if max_pixels and im.width * im.height > max_pixels:
+                    raise ImageTooLarge(f"{name}: {im.width} x {im.height} px is over the "
+                                        f"limit of {max_pixels / 1e6:g} megapixels: downscale "
+                                        f"it first")
                 im.load()
                 try:
                     ImageOps.exif_transpose(im, in_place=True)  # no copy of a big image
                 except Exception:  # a damaged EXIF block: keep the pixels as stored
                     pass
                 return pil_to_rgb(im, alpha)
+    except ImageTooLarge:
+        raise
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{name}: image too large to read safely ({e}); downscale it "
                              f"first") from None

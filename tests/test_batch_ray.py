@@ -23,6 +23,7 @@ import fsspec
 import numpy as np
 import psutil
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from facial_keypoints import paths
@@ -30,6 +31,7 @@ from facial_keypoints.cli import batch as batch_cmd
 from facial_keypoints.cli import detect as detect_cmd
 from facial_keypoints.images import ImageReadError, load_image
 from facial_keypoints.scale import job, sources, store
+from facial_keypoints.scale.rows import table as rows_table
 from helpers_keypoints import ASTRONAUT, ROOT, needs_data, save_rgb
 from test_layout import BLOCK_HEAVY
 
@@ -117,8 +119,8 @@ def test_rows_equal_fkp_detect_json(collection, detected, ray_address, tmp_path)
     for f in files:
         assert len({r["path"] for r in read_rows(f)}) <= 7
     assert len(files) == -(-len(detected) // 7)
-    # run again: nothing to do, nothing written
-    assert batch_cmd.main([str(collection), str(out), "--quiet"]) == 0
+    # run again: nothing to do, nothing written; exit status 1 still (corrupt.jpg's error row)
+    assert batch_cmd.main([str(collection), str(out), "--quiet"]) == 1
     assert len(list(out.glob("part-*.parquet"))) == len(files)
 
 
@@ -190,7 +192,7 @@ sys.exit(cli.fkp_batch(['photos/', 'out/']))
     assert "pip install 'facial-keypoints[scale]'" in line
 
 
-def test_a_worker_gives_every_image_an_entry(tmp_path, monkeypatch):
+def test_a_worker_gives_every_image_a_record(tmp_path, monkeypatch):
     """``FaceFinder`` (a Ray worker) without Ray: an unreadable image gets its error, and where
     the pipeline fails on one image of a batch, that image gets the error and the others their
     faces."""
@@ -205,9 +207,9 @@ def test_a_worker_gives_every_image_an_entry(tmp_path, monkeypatch):
     names = [str(ASTRONAUT), str(tmp_path / "bad.jpg"), str(tmp_path / "blank.png")]
 
     def entries():
-        out = finder({"path": np.array(names, dtype=object)})
-        assert list(out["path"]) == names
-        return [json.loads(e) for e in out["entry"]]
+        out = finder({"path": np.array(names, dtype=object)}).to_pylist()
+        assert [r["path"] for r in out] == names
+        return out
 
     good, bad, blank = entries()
     assert len(good["faces"]) == 1 and good["error"] is None
@@ -277,8 +279,10 @@ def test_outputs_that_are_refused(tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "data.csv").write_text("x")
-    (tmp_path / "other").mkdir()
+    (tmp_path / "other").mkdir()   # rows made with other settings
     (tmp_path / "other" / store.SETTINGS_FILE).write_text('{"detector": "haar"}')
+    pq.write_table(rows_table([{"path": "/x.jpg", "error": "e"}]),
+                   tmp_path / "other" / "part-0.parquet")
     for argv, says in (([photo, "file"], "is a file"),
                        ([photo, "theirs"], "not an fkp-batch output"),
                        ([photo, "other"], "was written with "),

@@ -7,7 +7,7 @@ Playwright, against the server started as a user starts it.
   no face -> the page says so;
 * a fake webcam playing a clip of the bundled photo's face swinging across the frame -> the
   points follow the face at 15 frames/s or more, with one id;
-* the camera denied -> the page says so.
+* the camera denied, absent, or the server gone -> the page says so.
 
 Without Chromium the tests are skipped, unless ``FKP_REQUIRE_BROWSER=1`` (CI sets it: there a
 missing browser fails).
@@ -23,6 +23,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from benchmarks.benchmark_serve import (
+    CHROMIUM_ARGS,
     FACE_CENTRE_Y,
     SWING,
     Server,
@@ -54,12 +55,17 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def pw():
+    with sync_playwright() as playwright:   # one per thread: every browser here comes from it
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(pw, tmp_path_factory):
     clip = moving_face_clip(tmp_path_factory.mktemp("camera") / "clip.y4m")
-    with sync_playwright() as pw:
-        b = launch(pw, clip)
-        yield b
-        b.close()
+    b = launch(pw, clip)
+    yield b
+    b.close()
 
 
 @pytest.fixture
@@ -97,11 +103,17 @@ def test_an_uploaded_photo_shows_one_face_with_68_points(page):
 
 
 def test_a_text_file_gets_the_message_and_the_page_still_works(page):
+    upload(page, ASTRONAUT)
+    page.wait_for_function("window.fkp.photo.faces.length === 1")
     upload(page, name="notes.txt", data=b"Dear diary, no picture here.\n")
     page.wait_for_function("window.fkp.message !== null")
     assert page.is_visible("#message")
-    text = page.inner_text("#message")
-    assert text.startswith("notes.txt:") and "not a readable image" in text
+    assert page.inner_text("#message").startswith("notes.txt: not a readable image (")
+    # nothing of the photo before stays on show, nor can be downloaded
+    assert page.evaluate("window.fkp.photo.json") is None
+    assert page.locator("#faces").is_hidden()
+    assert page.locator("#download-picture").is_disabled()
+    assert page.evaluate("document.getElementById('photo-canvas').width") == 0
     upload(page, ASTRONAUT)
     page.wait_for_function("window.fkp.photo.faces.length === 1")
     assert page.is_hidden("#message")
@@ -131,6 +143,36 @@ def test_the_webcam_points_follow_the_face_at_15_frames_a_second(page):
     assert np.all(np.abs(centres[:, 1] - FACE_CENTRE_Y) < 30)
     assert np.all(np.abs(centres[:, 0] - middle) < SWING + 30)
     assert np.ptp(centres[:, 0]) > 1.4 * SWING
+
+
+def test_an_absent_camera_gets_the_message(pw, server):
+    """Chromium without its fake camera has none here (no camera on these machines)."""
+    bare = pw.chromium.launch(executable_path=chromium(), headless=True, args=[
+        a for a in CHROMIUM_ARGS if a != "--use-fake-device-for-media-stream"])
+    try:
+        page = open_page(bare, server.url)
+        page.click("#tab-camera")
+        page.click("#camera-start")
+        page.wait_for_function("window.fkp.message !== null")
+        assert page.inner_text("#message").startswith("No usable camera was found")
+        assert page.evaluate("window.fkp.camera.running") is False
+        assert not page.locator("#camera-start").is_disabled()
+    finally:
+        bare.close()
+
+
+def test_a_lost_server_gets_the_message(browser):
+    own = Server()
+    try:
+        page = open_page(browser, own.url)
+        page.click("#tab-camera")
+        page.click("#camera-start")
+        page.wait_for_function("window.fkp.camera.frames > 5", timeout=60_000)
+    finally:
+        own.stop()
+    page.wait_for_function("window.fkp.message !== null")
+    assert page.inner_text("#message").startswith("The connection to the server was lost")
+    page.context.close()
 
 
 def test_a_denied_camera_gets_the_message(browser, server):

@@ -100,7 +100,8 @@ def fraction(text):
 
 #: What an interrupted command says it kept.
 INTERRUPTED = {"train": ": the last finished epoch is in the run's last.pt; run the same command "
-                        "with --resume to continue"}
+                        "with --resume to continue",
+               "serve": ": the server stopped"}
 
 
 def run_command(module, prog, argv=None, extra="train"):

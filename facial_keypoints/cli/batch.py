@@ -104,6 +104,9 @@ def main(argv=None) -> int:
     if args.address and args.num_cpus:
         return usage_error("--num-cpus sizes the local Ray: with --address, the cluster has "
                            "the CPUs it was started with")
+    if args.gpus_per_worker and args.model.lower().endswith(".onnx"):
+        return usage_error("--gpus-per-worker runs the keypoint model on PyTorch: give the "
+                           "checkpoint (.pt), not its .onnx export")
     options = pipeline_options(args.model, args.detector, args.markup, args.min_confidence,
                                args.gpus_per_worker)
     try:
@@ -114,7 +117,6 @@ def main(argv=None) -> int:
         done = dataset.open(model_settings(checked, args.detector))
     except (SourceError, ValueError, ModelLoadError, DetectorWeightsError) as e:
         return usage_error(e)
-    markup = checked.markup
     del checked
     todo = sum(n not in done for n in names)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
@@ -124,14 +126,13 @@ def main(argv=None) -> int:
         say(f"  note: {len(dataset.temporaries())} temporary file(s) left in {args.output} by an "
             f"interrupted run (.part-*): not part of the dataset, safe to delete")
     if not todo:
-        return 0
+        return failed_before(dataset, args.output, say)
     tally, t0 = Tally(), time.perf_counter()
     try:
         with ray_session(args.address, args.num_cpus), stop_on_sigterm():
             run(names, dataset, options, worker_pool(args.workers, args.cpus_per_worker,
                                                   args.gpus_per_worker, args.batch_size),
-                markup, done,
-                args.images_per_file, progress=not args.quiet, tally=tally)
+                done, args.images_per_file, progress=not args.quiet, tally=tally)
     except (JobError, OSError) as e:   # OSError: OUTPUT could not be written (disk full, ...)
         print(f"{PROG}: error: {e}; the files written before are complete, in {args.output}",
               file=sys.stderr)
@@ -140,8 +141,19 @@ def main(argv=None) -> int:
         return interrupted(PROG, e, f": {tally.images} image(s) done and written to "
                                     f"{args.output}; run the same command again to continue")
     if not args.quiet:
-        summarize(tally, args.output, time.perf_counter() - t0)
-    return 1 if tally.failed else 0
+        summarize(tally, args.output, t0)
+    return 1 if tally.failed else failed_before(dataset, args.output, say)
+
+
+def failed_before(dataset, output, say) -> int:
+    """Exit status 1, and how to try them again, where earlier runs left images that could
+    not be read (their rows hold the reason): a rerun does not redo them."""
+    if not dataset.failed:
+        return 0
+    say(f"  {dataset.failed} image(s) in {output} have an error row (unreadable, or the model "
+        f"failed on them; the error column says why): a rerun does not try them again; to do "
+        f"so, list their paths in a text file and run fkp-batch on it with another OUTPUT")
+    return 1
 
 
 def usage_error(message) -> int:
@@ -149,11 +161,16 @@ def usage_error(message) -> int:
     return 2
 
 
-def summarize(tally, output, seconds):
+def summarize(tally, output, t0):
+    """The summary line: the rate with Ray's start, and from the first images back (what a
+    longer run of such images gets), then the errors."""
+    now = time.perf_counter()
+    seconds, start = now - t0, (tally.first or now) - t0
+    after = f"; {tally.images / (now - tally.first):.1f} images/s after the first came back " \
+            f"at {start:.1f} s (Ray's start)" if tally.first and now > tally.first else ""
     print(f"{tally.images} image(s), {tally.faces} face(s), {tally.no_face} without a face, "
           f"{tally.failed} error(s), {seconds:.1f} s ({tally.images / max(seconds, 1e-9):.1f} "
-          f"images/s, Ray's start included) -> {output} ({len(tally.files)} file(s))",
-          file=sys.stderr)
+          f"images/s{after}) -> {output} ({len(tally.files)} file(s))", file=sys.stderr)
     for message in tally.errors:
         print(f"  error: {message}", file=sys.stderr)
     if tally.failed > len(tally.errors):

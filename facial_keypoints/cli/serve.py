@@ -17,7 +17,7 @@ from facial_keypoints.cli import int_at_least
 from facial_keypoints.detection.base import DetectorWeightsError
 from facial_keypoints.keypoints.runtime import ModelLoadError
 from facial_keypoints.paths import DEFAULT_MODEL
-from facial_keypoints.serve.app import MAX_UPLOAD_BYTES, create_app
+from facial_keypoints.serve.app import MAX_MEGAPIXELS, MAX_UPLOAD_BYTES, create_app
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -31,17 +31,30 @@ def build_parser(prog="fkp-serve"):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; "
                         "0.0.0.0: every network interface, with no login)")
-    p.add_argument("--port", type=int_at_least(0), default=8000,
-                   help="port (default: %(default)s; 0: any free port, printed at start)")
+    p.add_argument("--port", type=tcp_port, default=8000,
+                   help="port, 0 to 65535 (default: %(default)s; 0: any free port, printed at "
+                        "start)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
                    help="checkpoint written by train.py, or its .onnx export (default: the "
                         "shipped model)")
     p.add_argument("--max-upload-mb", type=int_at_least(1), default=MAX_UPLOAD_BYTES // 2**20,
-                   metavar="MB", help="largest image a request may send, in MiB; larger ones "
-                                      "get status 413 (default: %(default)s)")
+                   metavar="MB", help="largest image a request (or a camera frame) may send, in "
+                                      "MiB; larger ones get status 413 (default: %(default)s)")
+    p.add_argument("--max-megapixels", type=int_at_least(1), default=MAX_MEGAPIXELS,
+                   metavar="MP", help="largest picture, decoded, in megapixels; larger ones get "
+                                      "status 413 before they are decoded (default: "
+                                      "%(default)s)")
     p.add_argument("--quiet", action="store_true", help="no log line per request")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def tcp_port(text) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    value = int_at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
+    return value
 
 
 def listening_socket(host, port) -> socket.socket:
@@ -64,7 +77,8 @@ def listening_socket(host, port) -> socket.socket:
 def main(argv=None, prog="fkp-serve"):
     args = build_parser(prog).parse_args(argv)
     try:
-        app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 2**20)
+        app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 2**20,
+                         max_megapixels=args.max_megapixels)
         sock = listening_socket(args.host, args.port)
     except (ModelLoadError, DetectorWeightsError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -77,7 +91,8 @@ def main(argv=None, prog="fkp-serve"):
         print(f"{prog}: listening on {args.host}: anyone who can reach this machine can use it "
               f"(there is no login)", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning" if args.quiet else "info",
-                            access_log=not args.quiet)
+                            access_log=not args.quiet,
+                            ws_max_size=args.max_upload_mb * 2**20)   # camera frames too
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -4,8 +4,9 @@ holding one ``KeypointPipeline``, their rows streamed into the output dataset.
     names -> ray.data.from_items (paths only, small blocks)
           -> map_batches(FaceFinder, ActorPoolStrategy(size=workers)): each worker reads its
              images (``sources.read_image``) and finds their faces (``find_faces_in``) a batch
-             at a time; out comes one record per image: its ``fkp-detect`` JSON entry
-          -> iter_batches on the driver -> ``rows.image_rows`` -> ``store.Dataset.write``
+             at a time; out comes one record per image (``rows.RECORD``: its ``fkp-detect``
+             JSON entry, the faces a list), an Arrow table
+          -> iter_batches on the driver -> ``rows.rows_of`` -> ``store.Dataset.write``
 
 Streaming: Ray Data runs the stages side by side with bounded queues between them, so images
 are read only as fast as the workers take them and a worker's results leave it as they are
@@ -27,7 +28,6 @@ then on PyTorch and CUDA (the ``[train]`` extra on every node; the detector stay
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 from tqdm import tqdm
@@ -44,8 +46,7 @@ from facial_keypoints.batch import image_entry
 from facial_keypoints.files import quiet_native_stderr
 from facial_keypoints.images import ImageReadError
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
-from facial_keypoints.output import dumps
-from facial_keypoints.scale.rows import image_rows
+from facial_keypoints.scale.rows import image_record, records_table, rows_of
 from facial_keypoints.scale.sources import read_image
 
 #: A Parquet file is written at least this often (seconds) while images are done: what a
@@ -86,7 +87,7 @@ def worker_pool(count, cpus=1, gpus=0.0, batch_size=16) -> Workers:
 
 def pipeline_options(model, detector, markup, min_confidence, gpus=0.0) -> dict:
     """How each worker builds its ``KeypointPipeline`` (``FaceFinder``)."""
-    return {"model": str(model), "detector": detector, "markup": markup,
+    return {"model": os.path.abspath(model), "detector": detector, "markup": markup,
             "min_confidence": min_confidence, "backend": "torch" if gpus else "onnx",
             "device": "cuda" if gpus else "cpu"}
 
@@ -99,8 +100,8 @@ def make_pipeline(options, threads=None) -> KeypointPipeline:
 
 
 class FaceFinder:
-    """A Ray worker: one ``KeypointPipeline``; a batch of image names in, each image's
-    ``fkp-detect`` JSON entry out (``path``, ``entry``: the JSON text)."""
+    """A Ray worker: one ``KeypointPipeline``; a batch of image names in, one record per image
+    out (``rows.RECORD``: its ``fkp-detect`` JSON entry, faces as a list), as an Arrow table."""
 
     def __init__(self, options, threads=1):
         cv2.setNumThreads(threads)             # OpenCV, and the detector (LiteRT) after it
@@ -116,13 +117,13 @@ class FaceFinder:
                 images.append(e)
         read = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
         found = dict(zip(read, self.faces([images[i] for i in read])))
-        entries = []
+        records = []
         for i, (name, image) in enumerate(zip(names, images)):
             faces = found.get(i, [])
             if isinstance(faces, Exception):
                 image, faces = RuntimeError(f"{name}: {faces}"), []
-            entries.append(dumps(image_entry(name, image, faces)))
-        return {"path": names, "entry": entries}
+            records.append(image_record(image_entry(name, image, faces), self.pipe.markup))
+        return records_table(records)
 
     def faces(self, images):
         """Each image's faces (``find_faces_in``); where the batch fails, image by image, an
@@ -188,9 +189,9 @@ def ray_session(address=None, num_cpus=None, num_gpus=None):
         ray.shutdown()
 
 
-def entries(names, options, workers: Workers):
-    """The ``fkp-detect`` JSON entry of each image of ``names``, as the workers finish them
-    (in no set order), through Ray Data's streaming executor."""
+def records(names, options, workers: Workers):
+    """Tables of image records (``rows.RECORD``) for the images of ``names``, as the workers
+    finish them (in no set order), through Ray Data's streaming executor."""
     per_block = max(1, min(workers.batch_size * 8, math.ceil(len(names) / (4 * workers.count))))
     items = ray.data.from_items([{"path": n} for n in names],
                                 override_num_blocks=math.ceil(len(names) / per_block))
@@ -200,9 +201,7 @@ def entries(names, options, workers: Workers):
         batch_size=workers.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers.count),
         num_cpus=workers.cpus, num_gpus=workers.gpus or None)
-    for block in done.iter_batches(batch_size=None, batch_format="numpy"):
-        for text in block["entry"]:
-            yield json.loads(text)
+    yield from done.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 @dataclass
@@ -214,54 +213,95 @@ class Tally:
     failed: int = 0
     files: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    first: float | None = None   # time.perf_counter() when the first images came back
 
-    def add(self, entry):
-        self.images += 1
-        self.faces += len(entry["faces"])
-        problems = [entry["error"]] + [f.get("error") for f in entry["faces"]]
-        problems = [p for p in problems if p]
-        if problems:
-            self.failed += 1
-            self.errors += problems[:ERRORS_SHOWN - len(self.errors)]
-        elif not entry["faces"]:
-            self.no_face += 1
+    def add(self, records):
+        """Count a table of image records (``rows.RECORD``)."""
+        if self.first is None:
+            self.first = time.perf_counter()
+        n_faces = pc.list_value_length(records.column("faces")).fill_null(0)
+        self.images += records.num_rows
+        self.faces += pc.sum(n_faces).as_py() or 0
+        self.no_face += pc.sum(pc.and_(pc.is_null(records.column("error")),
+                                       pc.equal(n_faces, 0))).as_py() or 0
+        faces = records.column("faces").to_pylist() if self.failed_faces(records) else None
+        for i, error in enumerate(records.column("error").to_pylist()):
+            problems = [p for p in [error] + ([f["error"] for f in faces[i]] if faces else [])
+                        if p]
+            if problems:
+                self.failed += 1
+                self.errors += problems[:ERRORS_SHOWN - len(self.errors)]
+
+    @staticmethod
+    def failed_faces(records) -> bool:
+        """Whether any face of ``records`` has an error (a model giving NaN: rare)."""
+        flat = pc.list_flatten(records.column("faces"))
+        return len(flat) > 0 and pc.any(pc.is_valid(pc.struct_field(flat, "error"))).as_py()
 
 
-def run(names, dataset, options, workers: Workers, markup, done=(), images_per_file=10_000,
+class Collector:
+    """What the command's process does with the workers' records: drops an image it has
+    already (whatever happens upstream, never twice), counts (``tally``), and writes the rows
+    to ``dataset`` in files of ``images_per_file`` images, or of what came in
+    ``SECONDS_PER_FILE``, cutting only between images. What waits for its file is Arrow tables
+    of records (about 1.2 KB a face), not Python objects, and every step works on whole tables
+    (``rows.rows_of``): this one process keeps up with many workers
+    (``benchmarks.benchmark_batch`` measures how many)."""
+
+    def __init__(self, dataset, done=(), images_per_file=10_000, tally=None, bar=None):
+        self.dataset, self.images_per_file, self.bar = dataset, images_per_file, bar
+        self.tally = Tally() if tally is None else tally
+        self.written = set(done)
+        self.pending, self.waiting, self.last = [], 0, time.monotonic()
+
+    def add(self, block):
+        """A table of image records (``rows.RECORD``) from the workers."""
+        fresh = []
+        for path in block.column("path").to_pylist():
+            fresh.append(path not in self.written)
+            self.written.add(path)
+        if not all(fresh):
+            block = block.filter(pa.array(fresh))
+        while block.num_rows:   # records are whole images: cut between them
+            part = block.slice(0, self.images_per_file - self.waiting)
+            block = block.slice(part.num_rows)
+            self.pending.append(part)
+            self.waiting += part.num_rows
+            self.tally.add(part)
+            if self.bar is not None:
+                self.bar.update(part.num_rows)
+            if self.waiting >= self.images_per_file or \
+                    time.monotonic() - self.last >= SECONDS_PER_FILE:
+                self.flush()
+
+    def flush(self):
+        """Write what waits, as one file."""
+        # taken off first: an interruption during the write cannot write them a second time
+        tables, self.pending, self.waiting = self.pending, [], 0
+        self.last = time.monotonic()
+        if tables:
+            self.tally.files.append(self.dataset.write(rows_of(pa.concat_tables(tables))))
+
+
+def run(names, dataset, options, workers: Workers, done=(), images_per_file=10_000,
         progress=True, tally=None) -> Tally:
     """Every image of ``names`` not in ``done`` through the workers, its rows written to
-    ``dataset`` (``store.Dataset``, opened) in files of ``images_per_file`` images (or what
-    was done in ``SECONDS_PER_FILE``). What was done is written also when the run is
-    interrupted or fails (whole images only). ``tally``: a ``Tally`` to count into (the
-    caller's, so that it tells what was written after an interruption)."""
+    ``dataset`` (``store.Dataset``, opened) by a ``Collector``. What was done is written also
+    when the run is interrupted or fails (whole images only). ``tally``: a ``Tally`` to count
+    into (the caller's, so that it tells what was written after an interruption)."""
+    done = set(done)
+    todo = [n for n in names if n not in done]
     tally = Tally() if tally is None else tally
-    written = set(done)
-    todo = [n for n in names if n not in written]
-    rows, waiting, last = [], 0, time.monotonic()
-
-    def flush():
-        nonlocal rows, waiting, last
-        if rows:
-            tally.files.append(dataset.write(rows))
-        rows, waiting, last = [], 0, time.monotonic()
-
     if not todo:
         return tally
     bar = tqdm(total=len(todo), desc="images", unit="image", disable=not progress or None)
+    collector = Collector(dataset, done, images_per_file, tally, bar)
     try:
-        for entry in entries(todo, options, workers):
-            if entry["path"] in written:    # never twice, whatever happens upstream
-                continue
-            written.add(entry["path"])
-            rows += image_rows(entry, markup)
-            waiting += 1
-            tally.add(entry)
-            bar.update()
-            if waiting >= images_per_file or time.monotonic() - last >= SECONDS_PER_FILE:
-                flush()
+        for block in records(todo, options, workers):
+            collector.add(block)
     except ray.exceptions.RayError as e:
         raise JobError(f"the Ray job failed ({str(e).strip().splitlines()[-1]})") from None
     finally:
         bar.close()
-        flush()
+        collector.flush()
     return tally

@@ -31,6 +31,8 @@ import secrets
 import tempfile
 import time
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -65,6 +67,7 @@ class Dataset:
         self.run = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.files = 0
         self.settings = None
+        self.failed = 0   # images of the dataset that could not be read (``done``)
 
     def _at(self, name) -> str:
         return f"{self.root}/{name}"
@@ -77,8 +80,10 @@ class Dataset:
             if fs.exists(self.root) and not fs.isdir(self.root):
                 raise OutputError(f"{self.uri} is a file: OUTPUT is a folder for the Parquet "
                                   f"files")
-            if fs.exists(settings_file):
+            if fs.exists(settings_file) and self.parts():
                 self._check_same(json.loads(fs.cat_file(settings_file)), settings)
+            elif fs.exists(settings_file):   # no rows yet (e.g. Ray could not start): any settings
+                self._put_settings(settings_file, settings)
             elif fs.isdir(self.root) and [n for n in fs.ls(self.root, detail=False)
                                           if not n.rstrip("/").rsplit("/", 1)[-1]
                                           .startswith(".")]:
@@ -129,24 +134,30 @@ class Dataset:
         return sorted(self.fs.glob(self._at(".part-*")))
 
     def done(self) -> set[str]:
-        """The paths of the images in the dataset: the ``path`` column of every file."""
-        paths = set()
+        """The paths of the images in the dataset: the ``path`` column of every file. Those
+        whose row has an ``error`` (unreadable) are counted too: ``failed``."""
+        paths, failed = set(), set()
         for part in self.parts():
             try:
                 with self.fs.open(part, "rb") as f:
-                    paths.update(pq.read_table(f, columns=["path"]).column("path").to_pylist())
+                    rows = pq.read_table(f, columns=["path", "error"])
+                paths.update(rows.column("path").to_pylist())
+                failed.update(rows.filter(pc.is_valid(rows.column("error")))
+                              .column("path").to_pylist())
             except Exception as e:   # pyarrow's errors for a damaged file are of many kinds
                 raise OutputError(f"{part}: not a readable Parquet file ({type(e).__name__}: "
                                   f"{e}); move it out of {self.uri} (its images are then done "
                                   f"again)") from None
+        self.failed = len(failed)
         return paths
 
     def write(self, rows) -> str:
-        """Rows of whole images as the next Parquet file, in one step: written under a hidden
-        temporary name, then renamed. Returns the file's name."""
+        """Rows of whole images (an Arrow table of ``rows.SCHEMA``, or dicts) as the next
+        Parquet file, in one step: written under a hidden temporary name, then renamed.
+        Returns the file's name."""
         name = f"part-{self.run}-{self.files:05d}.parquet"
         self.files += 1
-        data = table(rows).replace_schema_metadata(
+        data = (rows if isinstance(rows, pa.Table) else table(rows)).replace_schema_metadata(
             {"fkp-batch": json.dumps(self.settings or {})})
         target = self._at(name)
         if self.fs.exists(target):      # a new run's name: never there, but never replaced

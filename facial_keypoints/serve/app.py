@@ -17,11 +17,13 @@ Routes (``create_app``):
 * ``GET /docs``, ``/redoc``, ``/openapi.json``: the API's documents (``fastapi_offline``: their
   scripts served locally too).
 
-What a request can do: a body over the limit is refused with 413 before it is read in full;
-anything that is not an image is a 400 with a one-line reason; no error answers with a stack
-trace; images come in the request, and the server reads no file a request names. One pipeline
-per (detector, mark-up) is shared by the request threads (``KeypointPipeline`` is thread-safe;
-``tests/test_detect.py``); each camera connection has its own tracker.
+What a request can do: a body over the limit is refused with 413 before it is read in full,
+and so is a picture over ``max_megapixels`` before it is decoded; anything that is not an image
+is a 400, an unknown option a 422, each with a one-line reason; no error answers with a stack
+trace; the JSON names the model by its file name only; images come in the request, and the
+server reads no file a request names. One pipeline per (detector, mark-up) is shared by the
+request threads (``KeypointPipeline`` is thread-safe; ``tests/test_detect.py``); each camera
+connection has its own tracker.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from typing import Literal
 
 import cv2
 from fastapi import HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -43,14 +46,16 @@ from facial_keypoints.batch import image_entry
 from facial_keypoints.detection import DETECTORS
 from facial_keypoints.filters.drawing import REGION_COLORS, render
 from facial_keypoints.filters.overlays import FILTERS
-from facial_keypoints.images import ImageReadError, decode_image
+from facial_keypoints.images import ImageReadError, ImageTooLarge, decode_image
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.landmarks import REGIONS
 from facial_keypoints.output import dumps
 from facial_keypoints.paths import DEFAULT_MODEL, SERVE_STATIC
 
-#: The largest request body (an uploaded image) by default: 20 MiB.
+#: The largest request body (an uploaded image, or a camera frame) by default: 20 MiB.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: The largest picture, decoded, by default: 50 megapixels (150 MB in memory as RGB).
+MAX_MEGAPIXELS = 50
 #: JPEG quality of the annotated pictures and of the filtered camera frames.
 JPEG_QUALITY = 90
 #: The detector runs on every this many camera frames; the faces are refitted in between.
@@ -113,7 +118,7 @@ def _too_large(limit):
     return f"the upload is over the server's limit of {limit / 2**20:g} MiB: send a smaller image"
 
 
-async def uploaded_image(request: Request, limit: int):
+async def uploaded_image(request: Request, limit: int, max_pixels: int):
     """(name, RGB array) of the image a request carries: the multipart field ``file``, or the
     raw body; ``HTTPException`` 400 or 413 with a one-line reason otherwise."""
     body = await read_body(request, limit)
@@ -132,7 +137,9 @@ async def uploaded_image(request: Request, limit: int):
         name = Path(upload.filename or name).name   # a label only: never opened
         body = await upload.read()
     try:
-        return name, decode_image(body, name)
+        return name, decode_image(body, name, max_pixels=max_pixels)
+    except ImageTooLarge as e:
+        raise HTTPException(413, str(e)) from None
     except ImageReadError as e:
         raise HTTPException(400, str(e)) from None
 
@@ -146,9 +153,20 @@ def encode_picture(rgb, jpeg=True) -> tuple[bytes, str]:
     return data.tobytes(), "image/jpeg" if jpeg else "image/png"
 
 
-def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_BYTES):
+def one_line(errors) -> str:
+    """FastAPI's validation errors as one line: ``query parameter 'detector': Input should
+    be 'blazeface' or 'haar'; ...``."""
+    return "; ".join(f"{' '.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}"
+                     .replace("query ", "query parameter ", 1) for e in errors)
+
+
+def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_BYTES,
+               max_megapixels=MAX_MEGAPIXELS):
     """The app (an ASGI application: ``uvicorn.run(create_app())``). The model is loaded
-    here: a missing or broken one raises ``ModelLoadError`` before anything is served."""
+    here: a missing or broken one raises ``ModelLoadError`` before anything is served.
+    ``max_upload_bytes`` bounds a request's body, ``max_megapixels`` an image's size once
+    decoded (a small file can hold a huge picture)."""
+    max_pixels = int(max_megapixels * 1_000_000)
     pipelines = Pipelines(model, backend)
     app = FastAPIOffline(title="Facial keypoints", version=__version__,
                          description="Find every face in an image and put 68 keypoints "
@@ -165,6 +183,10 @@ def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_
         return JSONResponse({"detail": f"internal error ({type(error).__name__}): see the "
                                        f"server's log"}, status_code=500)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, error):   # an unknown option: one line, as every refusal
+        return JSONResponse({"detail": one_line(error.errors())}, status_code=422)
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(SERVE_STATIC / "index.html")
@@ -172,9 +194,11 @@ def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_
     @app.get("/api/info", summary="The model and the options the API takes")
     async def info():
         pipe = pipelines.default
-        return {"model": pipelines.model, "version": __version__, "markups": pipe.markups,
-                "markup": pipe.markup, "detectors": list(DETECTORS), "filters": list(FILTERS),
-                "max_upload_bytes": max_upload_bytes, "camera_detect_every": CAMERA_DETECT_EVERY,
+        return {"model": Path(pipelines.model).name, "version": __version__,
+                "markups": pipe.markups, "markup": pipe.markup, "detectors": list(DETECTORS),
+                "filters": list(FILTERS),
+                "max_upload_bytes": max_upload_bytes, "max_megapixels": max_megapixels,
+                "camera_detect_every": CAMERA_DETECT_EVERY,
                 # how the page colours the points: as the annotated pictures do
                 "regions": {k: list(v) for k, v in REGIONS.items()},
                 "colors": REGION_COLORS}
@@ -186,9 +210,10 @@ def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_
               summary="Every face in an image with its 68 keypoints, as fkp-detect --json")
     async def faces(request: Request, detector: Detector = DEFAULT_DETECTOR,
                     markup: str | None = None):
-        name, image = await uploaded_image(request, max_upload_bytes)
+        name, image = await uploaded_image(request, max_upload_bytes, max_pixels)
         found = await run_in_threadpool(faces_in, image, detector, markup)
-        document = {"model": pipelines.model, "images": [image_entry(name, image, found)],
+        document = {"model": Path(pipelines.model).name,   # the server's folders stay private
+                    "images": [image_entry(name, image, found)],
                     "complete": True}
         return Response(dumps(document), media_type="application/json")
 
@@ -199,7 +224,7 @@ def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_
                         markup: str | None = None,
                         filter: Filter | None = Query(None, description="a face filter "
                                                       "instead of boxes and keypoints")):
-        name, image = await uploaded_image(request, max_upload_bytes)
+        name, image = await uploaded_image(request, max_upload_bytes, max_pixels)
 
         def draw():
             picture = render(image, faces_in(image, detector, markup), filter)
@@ -212,10 +237,9 @@ def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_
                      markup: str | None = None, filter: Filter | None = None):
         await ws.accept()
         try:
-            stream = CameraStream(pipelines.get(detector, markup), filter)
-        except HTTPException as e:
-            await ws.send_text(dumps({"error": e.detail}))
-            await ws.close(1008)
+            stream = CameraStream(pipelines.get(detector, markup), filter, max_pixels)
+        except HTTPException as e:   # refused: the page shows the close frame's reason
+            await ws.close(1008, reason=e.detail[:120])
             return
         try:
             while True:
@@ -238,9 +262,9 @@ def create_app(model=DEFAULT_MODEL, backend="onnx", max_upload_bytes=MAX_UPLOAD_
 class CameraStream:
     """One camera connection: its frames through a tracker of their own."""
 
-    def __init__(self, pipe, filter_name=None):
+    def __init__(self, pipe, filter_name=None, max_pixels=None):
         self.tracker = pipe.tracker(CAMERA_DETECT_EVERY)
-        self.filter = filter_name
+        self.filter, self.max_pixels = filter_name, max_pixels
         self.start, self.frames = time.monotonic(), 0
 
     def settings(self, text) -> dict:
@@ -262,7 +286,7 @@ class CameraStream:
         t0 = time.perf_counter()
         index, self.frames = self.frames, self.frames + 1
         try:
-            image = decode_image(data or b"", f"frame {index}")
+            image = decode_image(data or b"", f"frame {index}", max_pixels=self.max_pixels)
         except ImageReadError as e:
             return {"frame": index, "faces": [], "error": str(e)}, None
         faces = self.tracker(image, t=time.monotonic() - self.start)

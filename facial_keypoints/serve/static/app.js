@@ -19,7 +19,7 @@ function say(text, kind = "error") {
 }
 
 async function reason(response) {   // the API's one-line reason for a refused request
-  try { return (await response.json()).detail; } catch { return `${response.status} ${response.statusText}`; }
+  try { return String((await response.json()).detail); } catch { return `${response.status} ${response.statusText}`; }
 }
 
 // -- options -----------------------------------------------------------------------------
@@ -50,7 +50,7 @@ function drawFaces(ctx, faces) {
   for (const face of faces) {
     if (!face.keypoints) continue;
     const xs = face.keypoints.map((p) => p[0]);
-    const r = Math.max(1.5, (Math.max(...xs) - Math.min(...xs)) / 70);
+    const r = Math.max(2, (Math.max(...xs) - Math.min(...xs)) / 70);
     ctx.lineWidth = Math.max(1, r / 2 + 1);
     ctx.strokeStyle = "rgb(0,255,0)";
     ctx.strokeRect(...face.box);
@@ -98,16 +98,27 @@ async function annotatedPicture(file) {
   return response.blob();
 }
 
+function clearPhoto() {   // nothing shown that is not the file just chosen
+  photoFile = null;
+  Object.assign(fkp.photo, { name: null, json: null, faces: [] });
+  fit($("photo-canvas"), 0, 0);
+  $("faces").hidden = true;
+  $("photo-summary").textContent = "";
+  $("download-json").disabled = $("download-picture").disabled = true;
+}
+
 async function usePhoto(file) {
-  photoFile = file;
   say(null);
+  clearPhoto();
   $("photo-summary").textContent = `Reading ${file.name}…`;
   const response = await post("/api/faces", file);
   if (!response.ok) {   // e.g. not an image: the page keeps working for the next one
-    say(`${file.name}: ${await reason(response)}`);
+    const detail = await reason(response);
+    say(detail.startsWith(`${file.name}:`) ? detail : `${file.name}: ${detail}`);
     $("photo-summary").textContent = "";
     return;
   }
+  photoFile = file;
   const json = await response.json();
   const entry = json.images[0];
   const filter = $("filter").value;
@@ -142,73 +153,91 @@ function download(blob, name) {
 const stem = (name) => name.replace(/\.[^.]*$/, "");
 
 // -- the webcam --------------------------------------------------------------------------
-let ws = null, stream = null, waiting = false, pictureNext = false, sentAt = 0;
+// One frame in flight per socket: the next camera frame is sent when the last one's answer is
+// drawn. A socket's state lives in its own object, so an old socket (after Stop or a change of
+// detector) can never send on, or draw over, the new one.
+let session = null, stream = null, starting = false;
 const replies = [];
 const grab = document.createElement("canvas");   // the frame in flight, drawn under its faces
 
 async function startCamera() {
+  if (starting || fkp.camera.running) return;    // a second click while the camera starts
+  starting = true;
+  $("camera-start").disabled = true;
   say(null);
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    return say("This browser gives the page no camera: open it as http://localhost:… or over https.");
-  }
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
-  } catch (e) {
-    fkp.camera.error = e.name;
-    if (e.name === "NotAllowedError" || e.name === "SecurityError")
-      return say("Camera access was denied: allow the camera for this page in the browser's site settings, then press Start camera again.");
-    if (e.name === "NotFoundError" || e.name === "OverconstrainedError" || e.name === "NotReadableError")
-      return say("No usable camera was found (absent, or in use by another program): connect one, or try a photo instead.");
-    return say(`The camera could not start (${e.name}: ${e.message}).`);
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      return say("This browser gives the page no camera: open it as http://localhost:… or over https.");
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    } catch (e) {
+      fkp.camera.error = e.name;
+      if (e.name === "NotAllowedError" || e.name === "SecurityError")
+        return say("Camera access was denied: allow the camera for this page in the browser's site settings, then press Start camera again.");
+      if (e.name === "NotFoundError" || e.name === "OverconstrainedError" || e.name === "NotReadableError")
+        return say("No usable camera was found (absent, or in use by another program): connect one, or try a photo instead.");
+      return say(`The camera could not start (${e.name}: ${e.message}).`);
+    }
+    const video = $("video");
+    video.srcObject = stream;
+    await video.play();
+    fkp.camera.running = true;
+    $("camera-stop").disabled = false;
+    openSocket();
+  } finally {
+    starting = false;
+    $("camera-start").disabled = fkp.camera.running;
   }
-  const video = $("video");
-  video.srcObject = stream;
-  await video.play();
-  openSocket();
-  fkp.camera.running = true;
-  $("camera-start").disabled = true; $("camera-stop").disabled = false;
 }
 
 function openSocket() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${scheme}://${location.host}/api/camera?${query({ filter: $("filter").value })}`);
-  ws.binaryType = "blob";
-  waiting = false; pictureNext = false;
-  ws.onopen = () => sendFrame();
-  ws.onmessage = (event) => received(event.data).catch((e) => say(String(e.message || e)));
-  ws.onclose = (event) => {
-    if (fkp.camera.running && event.target === ws) say("The connection to the server was lost: press Stop, then Start camera again.");
+  const s = session = { ws: new WebSocket(`${scheme}://${location.host}/api/camera?${query({ filter: $("filter").value })}`),
+                        waiting: false, sentAt: 0 };
+  s.ws.binaryType = "blob";
+  s.ws.onopen = () => sendFrame(s);
+  s.ws.onmessage = (event) => received(s, event.data).catch((e) => { say(String(e.message || e)); nextFrame(s); });
+  s.ws.onclose = (event) => {
+    if (session !== s || !fkp.camera.running) return;
+    say(event.code === 1008 && event.reason ? event.reason   // refused: the server says why
+      : "The connection to the server was lost: press Stop, then Start camera again.");
   };
 }
 
-function sendFrame() {   // the camera's next new frame, once the previous one is answered
+function sendFrame(s) {   // the camera's next new frame, once the previous one is answered
+  if (session !== s || !fkp.camera.running || s.waiting) return;
   const video = $("video");
-  if (!ws || ws.readyState !== WebSocket.OPEN || waiting || !video.videoWidth) {
-    if (fkp.camera.running && !waiting) requestAnimationFrame(sendFrame);
+  if (s.ws.readyState !== WebSocket.OPEN || !video.videoWidth) {
+    if (s.ws.readyState === WebSocket.CONNECTING || !video.videoWidth) requestAnimationFrame(() => sendFrame(s));
     return;
   }
   fit(grab, video.videoWidth, video.videoHeight);
   grab.getContext("2d").drawImage(video, 0, 0);
-  waiting = true;
-  sentAt = performance.now();
-  grab.toBlob((blob) => ws.send(blob), "image/jpeg", 0.85);
+  s.waiting = true;
+  s.sentAt = performance.now();
+  grab.toBlob((blob) => {
+    if (session === s && blob && s.ws.readyState === WebSocket.OPEN) s.ws.send(blob);
+    else nextFrame(s);
+  }, "image/jpeg", 0.85);
 }
 
-function nextFrame() {   // a frame is sent once, so frames/s counts the camera's own frames
-  waiting = false;
+function nextFrame(s) {   // a frame is sent once, so frames/s counts the camera's own frames
+  s.waiting = false;
+  if (session !== s) return;
   const video = $("video");
-  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(() => sendFrame());
-  else requestAnimationFrame(sendFrame);
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(() => sendFrame(s));
+  else requestAnimationFrame(() => sendFrame(s));
 }
 
-async function received(data) {
+async function received(s, data) {
+  if (session !== s) return;
   if (typeof data !== "string") {   // the filtered frame that follows its JSON
-    show($("camera-canvas"), await createImageBitmap(data), null);
-    pictureNext = false;
-    return nextFrame();
+    try { show($("camera-canvas"), await createImageBitmap(data), null); } finally { nextFrame(s); }
+    return;
   }
   const reply = JSON.parse(data);
-  if (reply.frame === undefined) {   // a settings reply, or a refused connection
+  if (reply.frame === undefined) {   // a settings reply
     if (reply.error) say(reply.error);
     return;
   }
@@ -218,29 +247,33 @@ async function received(data) {
   replies.push(now);
   while (replies.length && replies[0] < now - 1000) replies.shift();
   cam.fps = replies.length;
-  cam.track.push({ t: now, frame: reply.frame, ms: reply.ms, rtt: now - sentAt, faces: reply.faces.map((f) => ({ id: f.id, box: f.box, keypoints: f.keypoints })) });
+  cam.track.push({ t: now, frame: reply.frame, ms: reply.ms, rtt: now - s.sentAt, faces: reply.faces.map((f) => ({ id: f.id, box: f.box, keypoints: f.keypoints })) });
   if (cam.track.length > 600) cam.track.shift();
   $("fps").textContent = `${cam.fps} frames/s`;
   $("camera-summary").textContent = `${reply.faces.length} face(s); server ${reply.ms ?? "–"} ms per frame`;
   if (reply.error) say(reply.error);
-  pictureNext = Boolean(reply.picture);
-  if (pictureNext) return;
+  if (reply.picture) return;          // drawn when the picture comes
   show($("camera-canvas"), grab, reply.faces);   // one frame in flight: grab still holds it
-  nextFrame();
+  nextFrame(s);
 }
 
 function stopCamera() {
   fkp.camera.running = false;
-  if (ws) { ws.onclose = null; ws.close(); ws = null; }
+  if (session) { const s = session; session = null; s.ws.close(); }
   if (stream) { for (const track of stream.getTracks()) track.stop(); stream = null; }
-  $("camera-start").disabled = false; $("camera-stop").disabled = true;
+  $("camera-start").disabled = starting; $("camera-stop").disabled = true;
   $("fps").textContent = "";
 }
 
-function restartCamera() { if (fkp.camera.running) { if (ws) { ws.onclose = null; ws.close(); } openSocket(); } }
+function restartCamera() {   // a new socket with the new detector or mark-up
+  if (!fkp.camera.running) return;
+  const old = session;
+  openSocket();
+  if (old) old.ws.close();
+}
 
 function cameraFilter() {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ filter: $("filter").value || null }));
+  if (session && session.ws.readyState === WebSocket.OPEN) session.ws.send(JSON.stringify({ filter: $("filter").value || null }));
 }
 
 // -- wiring ------------------------------------------------------------------------------
