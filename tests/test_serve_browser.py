@@ -130,7 +130,7 @@ def test_a_picture_with_no_face_says_so(page, tmp_path):
 
 
 def test_the_webcam_points_follow_the_face_at_15_frames_a_second(page):
-    fps, _, faces = camera_rate(page, seconds=6)
+    fps, _, faces = camera_rate(page, seconds=4)
     cam = page.evaluate("window.fkp.camera")
     print(f"webcam page: {fps:.1f} frames/s")
     assert fps >= 15
