@@ -74,6 +74,9 @@ def _decode(source, name, alpha, max_pixels=None):
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError as e:
+        if max_pixels:   # over Pillow's own limit (179 megapixels): over the caller's too
+            raise ImageTooLarge(f"{name}: image too large to read safely ({e}); downscale it "
+                                f"first") from None
         raise ImageReadError(f"{name}: image too large to read safely ({e}); downscale it "
                              f"first") from None
     except UnidentifiedImageError:   # Pillow's message names its file object, not the image

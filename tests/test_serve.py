@@ -30,6 +30,7 @@ from facial_keypoints.cli.serve import build_parser
 from facial_keypoints.images import load_image
 from facial_keypoints.serve.app import create_app
 from helpers_keypoints import ASTRONAUT
+from test_bad_input import png_claiming_size
 
 LIMIT_MB, LIMIT_MP = 1, 1
 
@@ -118,6 +119,10 @@ def _one_line_detail(response):
     ("too-big-declared", dict(content=b"\xff" * (LIMIT_MB * 2**20 + 1)), 413, "limit of 1 MiB"),
     ("too-big-streamed", dict(content=(b"\xff" * 65536 for _ in range(LIMIT_MB * 16 + 1))), 413,
      "limit of 1 MiB"),
+    # a header claiming 400 megapixels (over Pillow's own limit too)
+    ("header-claims-400-megapixels", dict(files={"file": ("bomb.png",
+                                                          png_claiming_size(20000, 20000))}),
+     413, "bomb.png: image too large to read safely"),
     # a small file (a few KB) that decodes to 1.25 megapixels
     ("too-many-pixels", dict(files={"file": ("big.png", png(np.zeros((1000, 1250, 3), np.uint8)))}),
      413,
@@ -132,12 +137,18 @@ def test_a_bad_request_gets_its_status_and_one_line(server, case, send, status, 
                       timeout=60).json()["images"][0]["faces"]
 
 
-def test_an_unknown_option_is_refused_by_validation(server):
-    response = httpx.post(f"{server.url}/api/faces", params={"detector": "dlib"},
-                          content=ASTRONAUT.read_bytes())
+@pytest.mark.parametrize("path,params,says", [
+    ("/api/faces", {"detector": "dlib"},
+     "query parameter detector: Input should be 'blazeface' or 'haar'"),
+    ("/api/annotated", {"filter": "wig"}, "query parameter filter: Input should be "
+                                          "'sunglasses', 'moustache', 'hat' or 'blur'")],
+    ids=["detector", "filter"])
+def test_an_unknown_option_is_refused_by_validation(server, path, params, says):
+    response = httpx.post(server.url + path, params=params, content=ASTRONAUT.read_bytes())
     assert response.status_code == 422
-    assert _one_line_detail(response) == \
-        "query parameter detector: Input should be 'blazeface' or 'haar'"
+    assert _one_line_detail(response) == says
+    assert httpx.post(f"{server.url}/api/faces", content=ASTRONAUT.read_bytes(),
+                      timeout=60).json()["images"][0]["faces"]
 
 
 def test_the_server_reads_no_file_a_request_names(server):

@@ -166,8 +166,9 @@ def summarize(tally, output, t0):
     longer run of such images gets), then the errors."""
     now = time.perf_counter()
     seconds, start = now - t0, (tally.first or now) - t0
-    after = f"; {tally.images / (now - tally.first):.1f} images/s after the first came back " \
-            f"at {start:.1f} s (Ray's start)" if tally.first and now > tally.first else ""
+    later = tally.images - tally.first_images   # those that came after the first ones
+    after = f"; {later / (now - tally.first):.1f} images/s after the first came back at " \
+            f"{start:.1f} s (Ray's start)" if later and now > tally.first else ""
     print(f"{tally.images} image(s), {tally.faces} face(s), {tally.no_face} without a face, "
           f"{tally.failed} error(s), {seconds:.1f} s ({tally.images / max(seconds, 1e-9):.1f} "
           f"images/s{after}) -> {output} ({len(tally.files)} file(s))", file=sys.stderr)

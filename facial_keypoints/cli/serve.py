@@ -43,7 +43,7 @@ def build_parser(prog="fkp-serve"):
     p.add_argument("--max-megapixels", type=int_at_least(1), default=MAX_MEGAPIXELS,
                    metavar="MP", help="largest picture, decoded, in megapixels; larger ones get "
                                       "status 413 before they are decoded (default: "
-                                      "%(default)s)")
+                                      "%(default)s; Pillow refuses over 179 whatever this says)")
     p.add_argument("--quiet", action="store_true", help="no log line per request")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p

@@ -214,11 +214,12 @@ class Tally:
     files: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     first: float | None = None   # time.perf_counter() when the first images came back
+    first_images: int = 0        # ... and how many came then
 
     def add(self, records):
         """Count a table of image records (``rows.RECORD``)."""
         if self.first is None:
-            self.first = time.perf_counter()
+            self.first, self.first_images = time.perf_counter(), records.num_rows
         n_faces = pc.list_value_length(records.column("faces")).fill_null(0)
         self.images += records.num_rows
         self.faces += pc.sum(n_faces).as_py() or 0

@@ -154,8 +154,8 @@ def encode_picture(rgb, jpeg=True) -> tuple[bytes, str]:
 
 
 def one_line(errors) -> str:
-    """FastAPI's validation errors as one line: ``query parameter 'detector': Input should
-    be 'blazeface' or 'haar'; ...``."""
+    """FastAPI's validation errors as one line: ``query parameter detector: Input should be
+    'blazeface' or 'haar'; ...``."""
     return "; ".join(f"{' '.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}"
                      .replace("query ", "query parameter ", 1) for e in errors)
 
