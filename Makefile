@@ -54,13 +54,16 @@ test-fast: data
 notebooks: data
 	FKP_FAST=1 $(PYTEST) --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS))
 
+# The unit tests run on every core, a test file to a worker (pytest-xdist), except those that
+# time the machine (the webcam page's frames/s: marked serial), which run alone after them.
 # The tests and the notebooks' fast run never change a committed file (a full run of notebook 2
 # replaces saved_models/net_notebook2.pt; its fast run writes under runs/): checked against the
 # working tree as it was before, so local edits do not count.
 test: data
 	$(MAKE) lint spell
 	@before="$$(git diff HEAD 2>/dev/null | md5sum)"; \
-	$(PYTEST) tests && \
+	$(PYTEST) -n auto --dist loadfile -m "not serial" tests && \
+	$(PYTEST) -m serial tests && \
 	FKP_FAST=1 $(PYTEST) --nbval-lax -p no:cacheprovider $(wildcard $(NOTEBOOKS)) && \
 	if [ "$$before" != "$$(git diff HEAD 2>/dev/null | md5sum)" ]; then \
 		echo "make test changed committed files:"; git status --short; exit 1; fi

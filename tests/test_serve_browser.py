@@ -44,7 +44,7 @@ if chromium() is None:
                            "chromium")
     pytest.skip("no chromium (apt-get install chromium)", allow_module_level=True)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]   # it times the page: run alone
 
 
 @pytest.fixture(scope="module")
