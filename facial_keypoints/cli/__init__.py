@@ -15,6 +15,10 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from facial_keypoints.detection import DETECTORS
+from facial_keypoints.landmarks import MARKUPS
+from facial_keypoints.paths import DEFAULT_MODEL
+
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
 #: What each extra brings (top-level module names): a command that cannot import one of its
 #: extra's modules says in one line what to install.
@@ -85,6 +89,27 @@ def int_at_least(low):
         return value
     parse.__name__ = f"integer >= {low}"
     return parse
+
+
+def add_pipeline_options(p, detector=True):
+    """The options that say which pipeline runs, the same for every command that runs one:
+    ``--model`` and (with ``detector``) ``--detector``, ``--markup``, ``--min-confidence``
+    (``KeypointPipeline``'s arguments of those names)."""
+    if detector:
+        p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)),
+                       help="face detector: blazeface (MediaPipe's, any tilt) or haar (the "
+                            "course's OpenCV cascade, upright faces; default: %(default)s)")
+        p.add_argument("--markup", choices=MARKUPS, default=None,
+                       help="for a model with one head per mark-up: the iBUG 300-W standard "
+                            "(default) or the course dataset's")
+        p.add_argument("--min-confidence", type=fraction, default=None, metavar="P",
+                       help="drop a detected face whose confidence (the probability that its "
+                            "fit is good) is below P; 0 keeps every detection (default: the "
+                            "model's own threshold, chosen on held-out faces; the model card "
+                            "gives it)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
+                   help="checkpoint written by train.py, or its .onnx export (default: the "
+                        "shipped model)")
 
 
 def fraction(text):

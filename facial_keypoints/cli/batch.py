@@ -15,16 +15,19 @@ import sys
 import time
 
 from facial_keypoints import __version__
-from facial_keypoints.cli import fraction, int_at_least, interrupted, stop_on_sigterm
-from facial_keypoints.detection import DETECTORS
+from facial_keypoints.cli import (
+    add_pipeline_options,
+    fraction,
+    int_at_least,
+    interrupted,
+    stop_on_sigterm,
+)
 from facial_keypoints.detection.base import DetectorWeightsError
+from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.keypoints.runtime import ModelLoadError
-from facial_keypoints.landmarks import MARKUPS
-from facial_keypoints.paths import DEFAULT_MODEL
 from facial_keypoints.scale.job import (
     JobError,
     Tally,
-    make_pipeline,
     pipeline_options,
     ray_session,
     run,
@@ -83,16 +86,7 @@ def build_parser():
     p.add_argument("--images-per-file", type=int_at_least(1), default=10_000, metavar="N",
                    help="images per Parquet file (a file is also written at least once a "
                         "minute): what an interrupted run loses at most (default: %(default)s)")
-    p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)),
-                   help="face detector, as fkp-detect's (default: %(default)s)")
-    p.add_argument("--markup", choices=MARKUPS, default=None,
-                   help="the mark-up head, as fkp-detect's (default: 300w)")
-    p.add_argument("--min-confidence", type=fraction, default=None, metavar="P",
-                   help="drop a detected face whose confidence is below P, as fkp-detect's "
-                        "(default: the model's own threshold)")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
-                   help="checkpoint or .onnx export (default: the shipped model); a path every "
-                        "node can read")
+    add_pipeline_options(p)   # --model: a path every node can read (README)
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or summary (both go to standard error)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -111,8 +105,8 @@ def main(argv=None) -> int:
                                args.gpus_per_worker)
     try:
         names = list_images(args.input, args.recursive)
-        checked = make_pipeline(pipeline_options(args.model, args.detector, args.markup,
-                                                 args.min_confidence))   # fails here, not in Ray
+        # the model and detector checked here (on the CPU), not in Ray
+        checked = KeypointPipeline(**{**options, "backend": "onnx", "device": "cpu"})
         dataset = Dataset(args.output)
         done = dataset.open(model_settings(checked, args.detector))
     except (SourceError, ValueError, ModelLoadError, DetectorWeightsError) as e:

@@ -19,19 +19,17 @@ from pathlib import Path
 
 from facial_keypoints import __version__
 from facial_keypoints.batch import expand_inputs, is_video, read_boxes_file, run, skipped_in
-from facial_keypoints.cli import fraction, int_at_least, interrupted, interruptible
-from facial_keypoints.detection import DETECTORS
+from facial_keypoints.cli import add_pipeline_options, int_at_least, interrupted, interruptible
 from facial_keypoints.detection.base import DetectorWeightsError
 from facial_keypoints.keypoints.pipeline import KeypointPipeline
 from facial_keypoints.keypoints.runtime import BACKENDS, ModelLoadError
-from facial_keypoints.landmarks import MARKUPS
 from facial_keypoints.output import (
     Results,
     annotated_names,
     check_annotate_folder,
     check_json_target,
 )
-from facial_keypoints.paths import DEFAULT_MODEL, DEFAULT_PHOTO
+from facial_keypoints.paths import DEFAULT_PHOTO
 
 
 def build_parser(prog="fkp-detect"):
@@ -70,22 +68,10 @@ def build_parser(prog="fkp-detect"):
                    help='face boxes {"<path as given>": [[x, y, w, h], ...]} that skip detection '
                         "for those images; a box is read as OpenCV's Haar frontal-face detector "
                         "draws it (brows to chin, cheek to cheek)")
-    p.add_argument("--detector", choices=sorted(DETECTORS), default=next(iter(DETECTORS)),
-                   help="face detector: blazeface (MediaPipe's, any tilt) or haar (the "
-                        "course's OpenCV cascade, upright faces; default: %(default)s)")
-    p.add_argument("--markup", choices=MARKUPS, default=None,
-                   help="for a model with one head per mark-up: the iBUG 300-W standard "
-                        "(default) or the course dataset's")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
-                   help="checkpoint written by train.py, or its .onnx export (default: the "
-                        "shipped model)")
+    add_pipeline_options(p)
     p.add_argument("--filter", choices=("sunglasses", "moustache", "hat", "blur"),
                    help="with --annotate (or no PATH): draw this face filter (filters/overlays.py) "
                         "instead of boxes and keypoints, on images and videos")
-    p.add_argument("--min-confidence", type=fraction, default=None, metavar="P",
-                   help="drop a detected face whose confidence (the probability that its fit "
-                        "is good) is below P; 0 keeps every detection (default: the model's "
-                        "own threshold, chosen on held-out faces; the model card gives it)")
     p.add_argument("--flip-tta", action="store_true",
                    help="average with the prediction on the mirrored face (slower, steadier)")
     p.add_argument("--backend", choices=BACKENDS, default="onnx",

@@ -13,10 +13,9 @@ import sys
 import uvicorn
 
 from facial_keypoints import __version__
-from facial_keypoints.cli import int_at_least
+from facial_keypoints.cli import add_pipeline_options, int_at_least
 from facial_keypoints.detection.base import DetectorWeightsError
 from facial_keypoints.keypoints.runtime import ModelLoadError
-from facial_keypoints.paths import DEFAULT_MODEL
 from facial_keypoints.serve.app import MAX_MEGAPIXELS, MAX_UPLOAD_BYTES, create_app
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -34,9 +33,7 @@ def build_parser(prog="fkp-serve"):
     p.add_argument("--port", type=tcp_port, default=8000,
                    help="port, 0 to 65535 (default: %(default)s; 0: any free port, printed at "
                         "start)")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="FILE",
-                   help="checkpoint written by train.py, or its .onnx export (default: the "
-                        "shipped model)")
+    add_pipeline_options(p, detector=False)   # the detector and mark-up: per request
     p.add_argument("--max-upload-mb", type=int_at_least(1), default=MAX_UPLOAD_BYTES // 2**20,
                    metavar="MB", help="largest image a request (or a camera frame) may send, in "
                                       "MiB; larger ones get status 413 (default: %(default)s)")

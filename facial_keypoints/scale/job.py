@@ -86,17 +86,11 @@ def worker_pool(count, cpus=1, gpus=0.0, batch_size=16) -> Workers:
 
 
 def pipeline_options(model, detector, markup, min_confidence, gpus=0.0) -> dict:
-    """How each worker builds its ``KeypointPipeline`` (``FaceFinder``)."""
+    """The ``KeypointPipeline`` arguments each worker builds its pipeline with
+    (``FaceFinder``): with ``gpus``, the model on PyTorch and CUDA."""
     return {"model": os.path.abspath(model), "detector": detector, "markup": markup,
             "min_confidence": min_confidence, "backend": "torch" if gpus else "onnx",
             "device": "cuda" if gpus else "cpu"}
-
-
-def make_pipeline(options, threads=None) -> KeypointPipeline:
-    return KeypointPipeline(options["model"], detector=options["detector"],
-                            markup=options["markup"], backend=options["backend"],
-                            device=options["device"],
-                            min_confidence=options["min_confidence"], threads=threads)
 
 
 class FaceFinder:
@@ -105,7 +99,7 @@ class FaceFinder:
 
     def __init__(self, options, threads=1):
         cv2.setNumThreads(threads)             # OpenCV, and the detector (LiteRT) after it
-        self.pipe = make_pipeline(options, threads)   # onnxruntime: this worker's CPUs
+        self.pipe = KeypointPipeline(**options, threads=threads)   # this worker's CPUs
 
     def __call__(self, batch):
         names = [str(n) for n in batch["path"]]
@@ -225,10 +219,10 @@ class Tally:
         self.faces += pc.sum(n_faces).as_py() or 0
         self.no_face += pc.sum(pc.and_(pc.is_null(records.column("error")),
                                        pc.equal(n_faces, 0))).as_py() or 0
-        faces = records.column("faces").to_pylist() if self.failed_faces(records) else None
-        for i, error in enumerate(records.column("error").to_pylist()):
-            problems = [p for p in [error] + ([f["error"] for f in faces[i]] if faces else [])
-                        if p]
+        faces = records.column("faces").to_pylist() if self.failed_faces(records) else \
+            [[]] * records.num_rows   # (the faces read one by one only where one failed)
+        for error, image_faces in zip(records.column("error").to_pylist(), faces):
+            problems = [p for p in [error, *(f["error"] for f in image_faces)] if p]
             if problems:
                 self.failed += 1
                 self.errors += problems[:ERRORS_SHOWN - len(self.errors)]
