@@ -19,8 +19,12 @@
   neither system was trained on), in this one process, this project's pipeline and dlib's
   (HOG face detector + ``shape_predictor_68_face_landmarks.dat`` from the
   ``face-recognition-models`` package): faces found, NME, FR@8 %, AUC@8 %, time per face of
-  the keypoint step and per image of the whole pipeline. dlib is an optional, benchmark-only
-  dependency: ``pip install dlib-bin face-recognition-models``;
+  the keypoint step and per image of the whole pipeline; ours with PyTorch, with onnxruntime
+  on the float model and (where the model has one, as the shipped one does) on its INT8 twin,
+  the default; dlib's with its shipped model and with the predictor its own trainer made from
+  this project's 300-W training faces (``benchmarks.dlib_same_data``: the method on equal
+  data; trained first, about half an hour, when it is not cached). dlib is an optional,
+  benchmark-only dependency: ``pip install dlib-bin face-recognition-models``;
 * ``--models``: parameters, size on disk, keypoint-step latency (PyTorch and ONNX) and the
   full-pipeline test metrics of each checkpoint (``evaluate.evaluate``);
 * ``--confidence``: on ``300w_test``, the faces sorted by the model's confidence: how many of
@@ -35,7 +39,6 @@ Timings are wall-clock on whatever else the machine is doing: run it on an idle 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -59,6 +62,7 @@ from benchmarks.common import (
     use_threads,
     write_table,
 )
+from benchmarks.dlib_reference import DlibPipeline, same_data_predictor
 from facial_keypoints.data.fetch import dataset_ready
 from facial_keypoints.detection.base import crop_for_box, crops_for
 from facial_keypoints.evaluation.evaluate import (
@@ -172,52 +176,6 @@ def video_benchmark(pipe, track_every=10):
 # --------------------------------------------------------------------------------------------
 # dlib, side by side
 # --------------------------------------------------------------------------------------------
-DLIB_HINT = "pip install dlib-bin face-recognition-models (benchmark-only dependencies)"
-
-
-def dlib_predictor_path() -> Path:
-    """``shape_predictor_68_face_landmarks.dat`` as shipped by ``face-recognition-models``.
-
-    Found without importing that package (its ``__init__`` needs setuptools' pkg_resources).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"dlib's 68-point model is not installed: {DLIB_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / \
-        "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise RuntimeError(f"{path} is missing: reinstall face-recognition-models")
-    return path
-
-
-class DlibPipeline:
-    """dlib's HOG face detector and 68-point shape predictor (the setup face_recognition uses).
-
-    ``upsample``: how many times dlib doubles the image before detection (face_recognition's
-    default is 1; 0 is faster and misses faces under about 80 px).
-    """
-
-    def __init__(self, upsample=0):
-        try:
-            import dlib  # optional, for this benchmark only
-        except ImportError:
-            raise RuntimeError(f"dlib is not installed: {DLIB_HINT}") from None
-        self.dlib, self.upsample = dlib, upsample
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(dlib_predictor_path()))
-
-    def detect(self, gray) -> list:
-        return list(self.detector(gray, self.upsample))
-
-    def keypoints(self, gray, rect) -> np.ndarray:
-        shape = self.predictor(gray, rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-
-    @staticmethod
-    def box(rect) -> np.ndarray:
-        return np.array([rect.left(), rect.top(), rect.width(), rect.height()], dtype=np.float64)
-
-
 #: dlib's boxes taken as they are: the crop is the box itself.
 AS_IS = {"dx": 0.0, "dy": 0.0, "size": 1.0}
 
@@ -547,11 +505,18 @@ def main(argv=None):
         try:
             dlib_systems = {f"dlib HOG (upsample {u}) + 68-point predictor": DlibPipeline(u)
                             for u in (0, 1)}
+            same_data = same_data_predictor()
+            dlib_systems.update({f"dlib HOG (upsample {u}) + dlib's trainer on our faces":
+                                 DlibPipeline(u, same_data) for u in (0, 1)})
         except RuntimeError as e:
             print(f"benchmarks.benchmark: error: {e}", file=sys.stderr)
             return 2
-        ours = {f"this project ({b})": make_pipeline(args.model, b, args.flip_tta)
-                for b in ("torch", "onnx")}
+        ours = {"this project (torch)": make_pipeline(args.model, "torch", args.flip_tta),
+                "this project (onnx, fp32)": make_pipeline(args.model, "onnx", args.flip_tta,
+                                                           precision="fp32")}
+        onnx = make_pipeline(args.model, "onnx", args.flip_tta)   # what fkp-detect runs
+        if onnx.model.precision != "fp32":
+            ours[f"this project (onnx, {onnx.model.precision})"] = onnx
         rows = []
         for split in args.splits:
             rows += compare_with_dlib(ours, dlib_systems, split, args.frames)

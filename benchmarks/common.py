@@ -22,12 +22,13 @@ from facial_keypoints.paths import HOME
 TORCH_THREADS = torch.get_num_threads()
 
 
-def make_pipeline(model, backend, flip_tta=False, detector="blazeface"):
+def make_pipeline(model, backend, flip_tta=False, detector="blazeface", precision="auto"):
     """``KeypointPipeline`` set up as ``fkp-detect`` runs it: PyTorch on torch's threads; for
     ONNX, onnxruntime as ``keypoints.runtime.OnnxKeypointModel`` sets it up (and torch, unused
     there, on one thread). ``use_threads(pipe)`` restores that set-up."""
     torch.set_num_threads(1 if backend == "onnx" else TORCH_THREADS)
-    pipe = KeypointPipeline(model, detector=detector, flip_tta=flip_tta, backend=backend)
+    pipe = KeypointPipeline(model, detector=detector, flip_tta=flip_tta, backend=backend,
+                            precision=precision)
     pipe.torch_threads = torch.get_num_threads()
     return pipe
 

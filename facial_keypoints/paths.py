@@ -2,8 +2,9 @@
 
 Files the package ships (read-only, inside the installed package):
 
-* ``DEFAULT_MODEL`` / ``SHIPPED_ONNX``: the trained keypoint model, as a PyTorch checkpoint and
-  as the same network in ONNX, with its model card (``keypoints/shipped/``);
+* ``DEFAULT_MODEL`` / ``SHIPPED_ONNX`` / ``SHIPPED_INT8``: the trained keypoint model, as a
+  PyTorch checkpoint, as the same network in ONNX and as its INT8 twin (what runs by default),
+  with its model card (``keypoints/shipped/``);
 * ``BLAZEFACE_DIR``: MediaPipe's BlazeFace detector models with their licence
   (``detection/blazeface_models/``); ``CALIBRATION_FILE``: each detector's box calibration;
 * ``DEFAULT_PHOTO``: the bundled public-domain photo (``samples/astronaut.jpg``).
@@ -50,6 +51,8 @@ SHIPPED_DIR = PACKAGE_DIR / "keypoints" / "shipped"
 #: The shipped model: a checkpoint (for PyTorch) and the same network as ONNX beside it.
 DEFAULT_MODEL = SHIPPED_DIR / "keypoints.pt"
 SHIPPED_ONNX = SHIPPED_DIR / "keypoints.onnx"
+#: ... and its INT8 twin (``keypoints.quantize``), which the onnx back-end runs by default.
+SHIPPED_INT8 = SHIPPED_DIR / "keypoints.int8.onnx"
 MODEL_CARD = SHIPPED_DIR / "MODEL_CARD.md"
 BLAZEFACE_DIR = PACKAGE_DIR / "detection" / "blazeface_models"
 CALIBRATION_FILE = PACKAGE_DIR / "detection" / "calibration.json"

@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import benchmark, common
+from benchmarks import benchmark, common, dlib_reference, speedups
 from facial_keypoints import geometry, images, paths
 from facial_keypoints.data import course
 from facial_keypoints.detection import base
 from facial_keypoints.evaluation.metrics import nme
 from facial_keypoints.keypoints import pipeline
-from helpers_keypoints import ASTRONAUT, needs_data
+from helpers_keypoints import ASTRONAUT, needs_300w, needs_data
 
 needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or
                                 importlib.util.find_spec("face_recognition_models") is None,
@@ -184,3 +184,44 @@ def test_tiled_detection_maps_the_quarters_back_and_merges_duplicates(astronaut)
     found = Tiled(detector)(small).boxes
     assert any(990 < x < 1020 and 940 < y < 975 for x, y, _, _ in found), found
     assert miss_kind(np.c_[np.linspace(0, 30, 68), np.zeros(68)]) == "small (< 40 px)"
+
+
+def test_a_mirrored_training_face_keeps_its_points_on_the_same_features():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (60, 80), dtype=np.uint8)
+    pts = rng.uniform(5, 55, (68, 2))
+    image, box, mirrored = dlib_reference.mirrored(gray, np.array([10.0, 5, 30, 40]), pts)
+    np.testing.assert_array_equal(image, gray[:, ::-1])
+    np.testing.assert_allclose(box, [80 - 10 - 30, 5, 30, 40])
+    # point i of the mirror is the mirror of point FLIP_INDICES[i]: the right eye's outer
+    # corner (36) of the mirrored face is where the left eye's (45) was, mirrored
+    np.testing.assert_allclose(mirrored[36], [79 - pts[45, 0], pts[45, 1]])
+    np.testing.assert_allclose(dlib_reference.mirrored(image, box, mirrored)[2], pts)
+
+
+@needs_dlib
+@needs_300w
+def test_dlibs_trainer_learns_from_a_few_faces(tmp_path, monkeypatch):
+    # the same code on six training faces and their mirrors, with few trees: a predictor file
+    # dlib reads, and a note of how it was made
+    import dlib
+
+    real = dlib_reference.split_dataset
+    monkeypatch.setattr(dlib_reference, "split_dataset", lambda name: real(name, subset=3))
+    options = dlib.shape_predictor_training_options()
+    options.cascade_depth, options.num_trees_per_cascade_level = 2, 5
+    dest = dlib_reference.train(tmp_path / "p.dat", progress=False, options=options)
+    note = json.loads(dest.with_suffix(".json").read_text())
+    assert note["faces"] == 6 and note["with_mirrors"] == 12
+    predictor = benchmark.DlibPipeline(0, dest)
+    gray = cv2.cvtColor(images.load_image(ASTRONAUT), cv2.COLOR_RGB2GRAY)
+    rects = predictor.detect(gray)
+    assert predictor.keypoints(gray, rects[0]).shape == (68, 2)
+
+
+def test_speedups_times_every_setup_on_the_same_frames(astronaut):
+    pipes = {"default": pipeline.KeypointPipeline(),
+             "every face refitted": pipeline.KeypointPipeline(refit_within=None)}
+    times = speedups.timings(pipes, [astronaut, astronaut])
+    assert set(times) == set(pipes)
+    assert all(total > step > 0 for total, step in times.values())

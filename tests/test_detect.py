@@ -21,6 +21,7 @@ from facial_keypoints.data import course
 from facial_keypoints.detection import base, blazeface
 from facial_keypoints.detection.haar import HaarFaceDetector, merge_boxes
 from facial_keypoints.evaluation import evaluate
+from facial_keypoints.geometry import upright_square
 from facial_keypoints.images import ImageReadError
 from facial_keypoints.keypoints import pipeline
 from facial_keypoints.landmarks import FLIP_INDICES
@@ -365,3 +366,33 @@ def test_a_shared_pipeline_gives_every_thread_the_sequential_result(astronaut, d
                     np.testing.assert_array_equal(a.keypoints, b.keypoints)
                     np.testing.assert_array_equal(a.box, b.box)
                     assert (a.score, a.confidence, a.roll) == (b.score, b.confidence, b.roll)
+
+
+def test_a_face_whose_first_square_was_right_is_not_refitted(astronaut):
+    pipe = pipeline.KeypointPipeline()
+    crops = base.crops_for(pipe.detect(astronaut), pipe.detector, pipe.crop_scale)
+    first, _ = pipe.keypoints_for_crops(astronaut, crops)
+    # the square around a fit is right for that fit; one moved by a tenth of its side, 10 %
+    # larger or turned by 10 degrees is not
+    own = np.array([upright_square(p, pipe.crop_scale) for p in first])
+    right = pipe.square_was_right
+    assert right(own, first).all()
+    assert not right(own + [0.1 * own[0, 2], 0, 0, 0], first).any()
+    assert not right(own + [0, 0, 0, 10], first).any()
+    assert not right(own * [1, 1, 1.1, 1], first).any()
+    calls = []
+    real = pipe.model.predict
+    pipe.model.predict = lambda batch: calls.append(len(batch)) or real(batch)
+    try:
+        pts, _ = pipe.fit(astronaut, own)                   # right: one pass
+        assert calls == [1]
+        np.testing.assert_array_equal(pts, pipe.keypoints_for_crops(astronaut, own)[0])
+        calls.clear()
+        pipe.fit(astronaut, own + [0, 0, 0, 10])            # not right: refitted
+        assert calls == [1, 1]
+        calls.clear()
+        pipe.refit_within = None                            # every face refitted
+        pipe.fit(astronaut, own)
+        assert calls == [1, 1]
+    finally:
+        pipe.model.predict = real

@@ -32,9 +32,9 @@ def shipped_copy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def both_backends():
-    """The shipped model on PyTorch, and on onnxruntime from its committed ONNX twin."""
+    """The shipped model on PyTorch, and on onnxruntime from its committed (float) ONNX twin."""
     return (pipeline.KeypointPipeline(SHIPPED, backend="torch"),
-            pipeline.KeypointPipeline(SHIPPED, backend="onnx"))
+            pipeline.KeypointPipeline(SHIPPED, backend="onnx", precision="fp32"))
 
 
 def test_the_committed_onnx_is_the_shipped_checkpoints_twin(both_backends):
@@ -157,7 +157,8 @@ def test_command_line_backend_onnx_gives_the_torch_keypoints(shipped_copy, tmp_p
     for backend in ("torch", "onnx"):
         dest = tmp_path / f"{backend}.json"
         run = subprocess.run([sys.executable, "-m", "facial_keypoints.cli.detect", str(ASTRONAUT),
-                              "--model", str(shipped_copy), "--backend", backend, "--json",
+                              "--model", str(shipped_copy), "--backend", backend,
+                              "--precision", "fp32", "--json",
                               str(dest), "--quiet"], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
         out[backend] = json.loads(dest.read_text())["images"][0]["faces"]

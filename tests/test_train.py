@@ -325,6 +325,41 @@ def test_init_from_another_architecture_is_a_clear_error(run_a, tmp_path):
         train.train(cfg, progress=False)
 
 
+def test_init_may_change_the_input_size_and_go_from_grayscale_to_colour(tmp_path):
+    # a grayscale heatmap model at 48 px starts a colour one at 64 px (a resolution fine-tune):
+    # every weight carries over, the first convolution spread over R, G and B by the gray
+    # weights, so that on any photo the colour model computes what the grayscale one computed
+    # from its grayscale version
+    torch.manual_seed(0)
+    gray = nets.HeatmapKeypoints(width=8, input_size=48).eval()
+    with torch.no_grad():                       # batch-norm statistics that are not the identity
+        for m in gray.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
+    meta = checkpoints.checkpoint_meta("heatmap", {"width": 8, "input_size": 48}, 48, 1.3, 24,
+                                       12, command="tests")
+    checkpoints.save_checkpoint(tmp_path / "gray.pt", gray, meta)
+    cfg = TrainConfig(arch="heatmap", width=8, input_size=64, color=True,
+                      init=str(tmp_path / "gray.pt"))
+    color = nets.build_model("heatmap", **cfg.arch_args())
+    train.init_from(color, cfg)
+    color.eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    at_64 = nets.HeatmapKeypoints(width=8, input_size=64).eval()
+    at_64.load_state_dict(gray.state_dict())   # the grayscale weights at 64 px
+    with torch.no_grad():
+        a = color(torch.from_numpy(images.unit_image(rgb, gray=False)).permute(2, 0, 1)[None])
+        b = at_64(torch.from_numpy(images.unit_image(rgb))[None, None])
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # a regressor's weights depend on the input size: refused, with what to pass
+    checkpoints.save_checkpoint(tmp_path / "r.pt", nets.ResNet18Keypoints(width=8),
+                                checkpoints.checkpoint_meta("resnet18", {"width": 8}, 48, 1.3, 24,
+                                                            12, command="tests"))
+    cfg = TrainConfig(arch="resnet18", width=8, input_size=64, init=str(tmp_path / "r.pt"))
+    with pytest.raises(runtime.ModelLoadError, match="--input-size"):
+        train.init_from(nets.build_model("resnet18", width=8), cfg)
+
+
 def test_the_heatmap_model_trains_and_learns(tmp_path):
     cfg = TrainConfig(arch="heatmap", width=8, input_size=48, subset=24, val_subset=12,
                       epochs=3, batch_size=8, workers=0, lr=3e-3, augment=False,

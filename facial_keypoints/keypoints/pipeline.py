@@ -60,6 +60,11 @@ MAX_BOX = 1_000_000
 #: faces in group photos turned by 0 to 180 degrees (``benchmarks.benchmark_detection``):
 #: 45-degree steps as well gave more wrong picks than they mended.
 RETRY_TURNS = (90, -90, 180)
+#: A face whose re-crop (``refine``) would move its square by at most this share of its side
+#: (centre and side) and this many degrees keeps its first fit. Chosen on the course
+#: validation people and the 300-W held-out fifth (``python -m benchmarks.refit``): there
+#: it skips the second pass for about two faces in five at no cost in NME.
+REFIT_WITHIN = (0.05, 4.0)
 #: A photo whose sure faces lean by this many degrees or more on average is searched again,
 #: turned upright (``search_upright``). Chosen on the same held-out group photos (30 degrees
 #: left photos turned by 30 degrees unsearched); 0.5 % of the course frames lean this much.
@@ -155,6 +160,10 @@ class KeypointPipeline:
         markup: which mark-up a model with one head per mark-up gives: ``"300w"`` (the iBUG
             300-W standard; the default where the model has it) or ``"course"``.
         refine: how many times to re-crop around the predicted keypoints and predict again.
+        refit_within: (share, degrees): a face whose re-crop would move its square's centre
+            and side by at most that share of its side and its angle by at most that many
+            degrees keeps its fit, as the refit would see the same crop (default
+            ``REFIT_WITHIN``); None: every face is refitted.
         flip_tta: also predict on the mirrored crop and average (mirror table applied).
         backend: ``"onnx"`` (onnxruntime on the CPU, no PyTorch needed: the shipped model's
             ONNX twin, or a checkpoint exported to ``<model>.onnx`` first) or ``"torch"``
@@ -171,6 +180,11 @@ class KeypointPipeline:
             searched again turned upright (``search_upright``); None: never.
         threads: onnxruntime's threads for the keypoint model (default: half the cores, at
             least one), e.g. a worker's share of the cores where several run side by side.
+        precision: on the onnx back-end, "auto" (default: the checkpoint's INT8 twin where
+            it has one made from it, as the shipped model has; else its float twin), "int8"
+            (that twin or an error) or "fp32" (``keypoints.runtime``). The shipped INT8 twin
+            was kept because its NME on held-out faces is within 0.05 point of the float
+            model's (its model card gives both).
 
     ``Face.confidence`` is the probability that the fit is good (NME below 8 % of the
     distance between the outer eye corners), calibrated on held-out faces
@@ -180,13 +194,15 @@ class KeypointPipeline:
 
     def __init__(self, model=DEFAULT_MODEL, detector="blazeface", markup=None, refine=1,
                  flip_tta=False, backend="onnx", device="cpu", min_confidence=None,
-                 retry_turns=RETRY_TURNS, roll_search=ROLL_SEARCH, threads=None):
+                 retry_turns=RETRY_TURNS, roll_search=ROLL_SEARCH, threads=None,
+                 precision="auto", refit_within=REFIT_WITHIN):
         self.model_path = Path(model)
         self.retry_turns = tuple(float(t) for t in retry_turns)
         self.roll_search = None if roll_search is None else float(roll_search)
         #: ``min_confidence`` as asked for (None: the model's own, per mark-up)
         self.min_confidence_setting = min_confidence
-        self.model, self.meta = model_runtime(self.model_path, backend, device, threads)
+        self.model, self.meta = model_runtime(self.model_path, backend, device, threads,
+                                              precision)
         self.backend, self.device = backend, device
         self.size = self.meta["input_size"]
         self.crop_scale = self.meta.get("crop_scale", CROP_SCALE)
@@ -198,6 +214,8 @@ class KeypointPipeline:
         if markup is None:
             markup = "300w" if "300w" in self.markups else self.markups[0]
         self.flip_tta, self.refine = flip_tta, refine
+        self.refit_within = None if refit_within is None else \
+            (float(refit_within[0]), float(refit_within[1]))
         self.set_markup(markup)
         if isinstance(detector, str):
             if detector not in DETECTORS:
@@ -252,11 +270,12 @@ class KeypointPipeline:
             return tuple(None if parts[0][k] is None else np.concatenate([q[k] for q in parts])
                          for k in range(3))
         batch = np.stack([self._input(im, c) for im, c in zip(sources, crops)])
-        plain, conf = self._run(batch)
         if not mirrored:
+            plain, conf = self._run(batch)
             return plain, None, conf
-        flipped, _ = self._run(batch[..., ::-1])
-        return plain, flipped[:, list(FLIP_INDICES)], conf
+        both, conf = self._run(np.concatenate([batch, batch[..., ::-1]]))  # one run for both
+        n = len(batch)
+        return both[:n], both[n:][:, list(FLIP_INDICES)], conf[:n]
 
     def keypoints_for_crops(self, image, crops):
         """Keypoints (N, 68, 2) in image pixels and confidences (N,) for squares (N, 4) as
@@ -288,11 +307,36 @@ class KeypointPipeline:
 
     def fit(self, image, crops):
         """Keypoints and confidences from squares (N, 4), then ``refine`` refits from the upright
-        square around the keypoints found."""
+        square around the keypoints found, for the faces whose square that moves by more than
+        ``refit_within`` (the others keep their fit: the refit would see the same crop)."""
         pts, conf = self.keypoints_for_crops(image, crops)
         for _ in range(self.refine):
-            pts, conf = self.refit_keypoints(image, pts)
+            redo = np.flatnonzero(~self.square_was_right(crops, pts))
+            if len(redo) == 0:
+                break
+            images = [image[i] for i in redo] if isinstance(image, list) else image
+            pts, conf = pts.copy(), conf.copy()
+            pts[redo], conf[redo] = self.refit_keypoints(images, pts[redo])
+            crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4).copy()
+            crops[redo] = np.nan   # refitted: compared no more
         return pts, conf
+
+    def square_was_right(self, crops, keypoints):
+        """(N,) whether each face's square (cx, cy, side, angle) is within ``refit_within`` of
+        the upright square around the keypoints fitted in it (``geometry.upright_square``):
+        centre and side within that share of the side, angle within that many degrees."""
+        crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
+        right = np.zeros(len(crops), dtype=bool)
+        if self.refit_within is None:
+            return right
+        share, degrees = self.refit_within
+        for i, (crop, pts) in enumerate(zip(crops, keypoints)):
+            if np.isfinite(crop).all() and np.isfinite(pts).all():
+                square = upright_square(pts, self.crop_scale)
+                right[i] = (np.hypot(*(square[:2] - crop[:2])) <= share * crop[2]
+                            and abs(math.log(square[2] / crop[2])) <= share
+                            and abs(wrap_degrees(square[3] - crop[3])) <= degrees)
+        return right
 
     def retry_turned(self, image, crops, keypoints, confidence):
         """Faces whose fit the model doubts (confidence below the floor that ``training.ship``

@@ -8,7 +8,11 @@ and confidence floor):
 
 * ``backend="onnx"``: an ``.onnx`` file (its description is stored in the file's metadata), or
   a checkpoint's ONNX twin ``<checkpoint>.onnx`` (the shipped model has it beside it; for any
-  other checkpoint ``keypoints.export`` writes it first, which needs PyTorch);
+  other checkpoint ``keypoints.export`` writes it first, which needs PyTorch). ``precision``
+  picks between a checkpoint's float twin and its INT8 twin ``<checkpoint>.int8.onnx``
+  (``keypoints.quantize``; the shipped model has one, which ``fkp-ship`` measured): "auto"
+  takes the INT8 twin where it is there and was made from this very checkpoint, "int8"
+  requires it, "fp32" never takes it;
 * ``backend="torch"``: a checkpoint, run by PyTorch (``pip install 'facial-keypoints[train]'``).
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ except ImportError:
     ort = None
 
 BACKENDS = ("onnx", "torch")
+PRECISIONS = ("auto", "int8", "fp32")
 #: Raised when what is exported changes: older exports are then made again.
 EXPORT_FORMAT = 3
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
@@ -45,6 +50,11 @@ class OnnxExportError(ModelLoadError):
 def onnx_path_for(checkpoint) -> Path:
     """Where a checkpoint's ONNX twin is kept: beside it, with the suffix ``.onnx``."""
     return Path(checkpoint).with_suffix(".onnx")
+
+
+def int8_path_for(checkpoint) -> Path:
+    """Where a checkpoint's INT8 twin is kept (``keypoints.quantize``): ``<name>.int8.onnx``."""
+    return Path(checkpoint).with_suffix(".int8.onnx")
 
 
 class OnnxKeypointModel:
@@ -72,6 +82,8 @@ class OnnxKeypointModel:
         self.path = Path(path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name
+        #: "int8" for a quantized twin (``keypoints.quantize``), else "fp32"
+        self.precision = self.metadata.get("precision", "fp32")
 
     @property
     def meta(self) -> dict:
@@ -135,6 +147,17 @@ def _onnx_for_checkpoint(checkpoint, threads=None) -> OnnxKeypointModel:
     return onnx_model_for(checkpoint, threads)
 
 
+def _int8_for_checkpoint(checkpoint, threads=None, required=False):
+    """The checkpoint's INT8 twin when it is there and was made from this very checkpoint;
+    else None, or (``required``) an error saying how to make one."""
+    model = current_export(int8_path_for(checkpoint), checkpoint, threads)
+    if model is None and required:
+        raise ModelLoadError(f"{checkpoint}: no INT8 twin {int8_path_for(checkpoint).name} made "
+                             f"from this checkpoint; fkp-ship makes one (or use --precision "
+                             f"fp32)")
+    return model
+
+
 class TorchKeypointModel:
     """A checkpoint run by PyTorch, with the same ``predict`` as ``OnnxKeypointModel``."""
 
@@ -149,7 +172,7 @@ class TorchKeypointModel:
                                  f"the onnx back-end") from None
         self.torch = torch
         self.model, self.meta = load_model(path)
-        self.device = device
+        self.device, self.precision = device, "fp32"
         self.model.to(device)
 
     def predict(self, batch):
@@ -164,21 +187,31 @@ class TorchKeypointModel:
         return coords.float().cpu().numpy(), conf.float().cpu().numpy()
 
 
-def model_runtime(model, backend="onnx", device="cpu", threads=None):
-    """``(runtime, meta)`` for a model file: a checkpoint (``.pt``) or an ONNX export."""
+def model_runtime(model, backend="onnx", device="cpu", threads=None, precision="auto"):
+    """``(runtime, meta)`` for a model file: a checkpoint (``.pt``) or an ONNX export.
+    ``precision`` (onnx back-end, checkpoints): see the module's description; an ``.onnx``
+    file runs as it is."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = Path(model)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such weights file. Pass --model with the path of a "
                              f"checkpoint or of its .onnx export.")
     if backend == "torch":
+        if precision == "int8":
+            raise ValueError("an INT8 twin runs on the onnx back-end only")
         if path.suffix.lower() == ".onnx":
             raise ModelLoadError(f"{path}: an ONNX file runs on the onnx back-end only")
         runtime = TorchKeypointModel(path, device)
         return runtime, runtime.meta
     if str(device) != "cpu":
         raise ValueError("the ONNX back-end runs on the CPU only")
-    runtime = OnnxKeypointModel(path, threads) if path.suffix.lower() == ".onnx" else \
-        _onnx_for_checkpoint(path, threads)
+    if path.suffix.lower() == ".onnx":
+        runtime = OnnxKeypointModel(path, threads)
+    else:
+        runtime = None if precision == "fp32" else \
+            _int8_for_checkpoint(path, threads, required=precision == "int8")
+        runtime = runtime or _onnx_for_checkpoint(path, threads)
     return runtime, runtime.meta

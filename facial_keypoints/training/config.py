@@ -113,7 +113,9 @@ class TrainConfig:
     patience: int = option(20, "stop early after this many epochs without a validation gain")
     max_minutes: float | None = option(None, "stop (cleanly, resumable) after this much "
                                              "training time")
-    init: str | None = option(None, "start from the weights of this checkpoint (fine-tuning)")
+    init: str | None = option(None, "start from the weights of this checkpoint (fine-tuning; a "
+                                    "heatmap or pip model may change --input-size, and a "
+                                    "grayscale one may start a --color one)")
     seed: int = option(0, "random seed (also of the split by person)")
     # the run
     out: str = option("runs/default", "run folder for log, curves, checkpoints")

@@ -10,6 +10,12 @@ validation people, or the held-out fifth of the 300-W photos. Then both protocol
 are there, the 300-W held-out fifth and ``300w_test`` (300-W head) — and the checkpoint is written
 with these figures to ``--dest``, its ONNX twin (``keypoints.export``) and ``MODEL_CARD.md`` (from
 ``training/model_card.md``) beside it, each atomically.
+
+Before that, the model's INT8 twin is made (``keypoints.quantize``, calibrated on training
+faces: ``calibration_crops``) and measured against the float model on the held-out faces of
+each head (``measure_int8``). Where it is within ``INT8_TOLERANCE`` on each, every figure that
+follows is measured with the twin, which ships beside the checkpoint as
+``<name>.int8.onnx`` and is what the onnx back-end runs by default; else it is not shipped.
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from string import Template
 import numpy as np
 import torch
 
+from facial_keypoints.data.course import dataset, person_split
 from facial_keypoints.data.fetch import fetch_300w
+from facial_keypoints.data.w300 import dataset_300w, split_300w_files
 from facial_keypoints.evaluation.calibration import calibrate, found_fits, wrong_crop_fits
 from facial_keypoints.evaluation.evaluate import (
     PROTOCOL_TITLES,
@@ -34,8 +42,14 @@ from facial_keypoints.evaluation.metrics import format_metrics, interocular
 from facial_keypoints.files import atomic_path, atomic_write_text
 from facial_keypoints.geometry import upright_square, warp_face
 from facial_keypoints.keypoints.checkpoints import atomic_torch_save, read_checkpoint
-from facial_keypoints.keypoints.export import export_onnx
-from facial_keypoints.keypoints.runtime import ModelLoadError, onnx_path_for
+from facial_keypoints.keypoints.export import export_onnx, onnx_model_for
+from facial_keypoints.keypoints.quantize import INT8_TOLERANCE, quantize_onnx
+from facial_keypoints.keypoints.runtime import (
+    ModelLoadError,
+    OnnxKeypointModel,
+    int8_path_for,
+    onnx_path_for,
+)
 from facial_keypoints.landmarks import REGIONS
 from facial_keypoints.paths import CARD_TEMPLATE
 
@@ -114,14 +128,82 @@ def measure_calibration(pipe, markup):
     return calibration, tables
 
 
+def calibration_crops(pipe, per_set=200, seed=0):
+    """Model inputs (N, C, S, S) to calibrate an INT8 twin on: up to ``per_set`` training
+    faces of each data set the model trained on (the course people and, for a model with a
+    300-W head, the 300-W photos its run did not hold out), each cut as the pipeline cuts a
+    face from its keypoints (``geometry.upright_square``). Never a held-out or test face."""
+    cfg = pipe.meta.get("train_config") or {}
+    sets = [dataset("train", names=person_split(cfg)[0], data_dir=cfg.get("data_dir"))]
+    if "300w" in pipe.markups and fetch_300w(quiet=True) is not None:
+        names = split_300w_files(cfg.get("data_dir"), cfg.get("holdout_fraction", 0.2),
+                                 cfg.get("holdout_seed", 0))[0]
+        sets.append(dataset_300w(data_dir=cfg.get("data_dir"), names=names))
+    rng = np.random.default_rng(seed)
+    crops = []
+    for ds in sets:
+        for i in sorted(rng.choice(len(ds), min(per_set, len(ds)), replace=False)):
+            sample = ds[int(i)]
+            crop = upright_square(sample["keypoints"], pipe.crop_scale)
+            crops.append(pipe._input(sample["image"], crop))
+    return np.stack(crops)
+
+
+def measure_int8(pipe, model_path, crops):
+    """Make the model's INT8 twin (``<model>.int8.onnx``) calibrated on ``crops``, and measure
+    it against the float model: protocol (a) NME on each head's held-out faces. Returns
+    (twin runtime, rows, kept: whether it is within ``INT8_TOLERANCE`` on every set)."""
+    fp32 = onnx_model_for(model_path)
+    twin = OnnxKeypointModel(quantize_onnx(fp32.path, int8_path_for(model_path), crops))
+    rows, previous = [], pipe.model
+    try:
+        for markup in pipe.markups:
+            split, names, description = held_out_faces(pipe, markup)
+            row = {"faces": description}
+            for name, runtime in (("fp32", fp32), ("int8", twin)):
+                pipe.model = runtime
+                summary, _ = evaluate(pipe, split, "crop", names=names, markup=markup,
+                                      progress=False)
+                row[name] = round(100 * summary["nme_mean"], 3)
+            rows.append(row)
+    finally:
+        pipe.model = previous
+    kept = all(r["int8"] - r["fp32"] <= INT8_TOLERANCE for r in rows)
+    return twin, rows, kept
+
+
+def _int8_text(report):
+    """The model card's paragraph on the INT8 twin."""
+    if not report:
+        return "No INT8 twin was made."
+    rows, kept = report["rows"], report["kept"]
+    table = "\n".join(f"| {r['faces']} | {r['fp32']:.2f} | {r['int8']:.2f} | "
+                      f"{r['int8'] - r['fp32']:+.2f} |" for r in rows)
+    verdict = ("It is within that on each, so it ships beside the checkpoint "
+               "(`<name>.int8.onnx`), the onnx back-end runs it by default (`precision=\"auto\"`; "
+               "`--precision fp32` for the float model), and every figure on this card was "
+               "measured with it." if kept else
+               "It is not within that on each, so it was not shipped; the figures on this card "
+               "are the float model's.")
+    return (f"The INT8 twin (`keypoints/quantize.py`: onnxruntime's static quantization, QDQ, "
+            f"weights per channel, calibrated on {report['calibration']} training faces cut "
+            f"as the pipeline cuts them) against the float model, protocol (a) NME % on the "
+            f"held-out faces; it ships only if it is at most {INT8_TOLERANCE} point worse on "
+            f"each. {verdict}\n\n| held-out faces | float | INT8 | difference |\n"
+            f"| --- | --- | --- | --- |\n{table}")
+
+
 def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=None,
-               settings=None, command=None, heads=None, calibration_tables=None):
+               settings=None, command=None, heads=None, calibration_tables=None, int8=None):
     """Copy a checkpoint to ``dest`` with its measured test metrics, offsets and confidence
     floors, and write its model card.
 
     ``results``: ``{test set: {protocol: summarize(...) result}}`` as ``evaluate`` measured
-    them; ``heads``: ``compare_heads``'s result. The copy is written atomically, so an
-    interrupted run never leaves a half-written shipped model.
+    them; ``heads``: ``compare_heads``'s result; ``int8``: ``measure_int8``'s report with the
+    calibration ``crops`` (a twin that was kept is made again for ``dest``: the same graph
+    and calibration give the same twin; else any twin of an earlier ``dest`` is removed). The
+    copy is written atomically, so an interrupted run never leaves a half-written shipped
+    model.
     """
     ckpt = read_checkpoint(model_path)
     ckpt["metrics"] = {**ckpt.get("metrics", {}), "test": results,
@@ -132,9 +214,17 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
                         for m, b in bias.items()}
     if confidence:
         ckpt["confidence"] = confidence
+    runs = lineage(ckpt.get("train_config", {}))
+    if runs and runs[0].get("missing") and ckpt.get("lineage"):
+        runs = ckpt["lineage"]      # shipped again where its parents' files are gone: as stored
+    ckpt["lineage"] = runs
     atomic_torch_save(ckpt, dest)
     dest = Path(dest)
     export_onnx(dest, onnx_path_for(dest))
+    if int8 and int8["kept"]:
+        quantize_onnx(onnx_path_for(dest), int8_path_for(dest), int8["crops"])
+    else:
+        int8_path_for(dest).unlink(missing_ok=True)
     run_dir = Path(ckpt.get("train_config", {}).get("out", ""))
     curves = dest.with_name(dest.stem + "_curves.png")
     if not curves.is_file():   # copied from its run below, or shipped before (kept)
@@ -159,7 +249,8 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
         normalization=ckpt["normalization"], offsets=_offsets(ckpt),
         confidence=_confidence(ckpt), test_settings=m.get("test_settings"),
         detector=(settings or {}).get("detector", "?"), size_mb=f"{dest.stat().st_size / 1e6:.1f}",
-        data=_data(cfg), train_command=ckpt.get("command", "?"), init_history=_init_history(cfg),
+        data=_data(cfg), train_command=ckpt.get("command", "?"),
+        init_history=_init_history(ckpt["lineage"]),
         epoch=m.get("epoch", "?"), epochs=cfg.get("epochs", "?"), validation=validation,
         train_minutes=m.get("train_minutes", "?"),
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores; torch {torch.__version__}",
@@ -167,7 +258,7 @@ def ship_model(model_path, dest, results, card_path=None, bias=None, confidence=
                 if curves else ""),
         test_table=_test_table(results), heads_table=_heads_table(heads or {}),
         calibration_table=_calibration_table(calibration_tables or {}),
-        terms=_terms(cfg))
+        terms=_terms(cfg), int8=_int8_text(int8))
     atomic_write_text(card_path, text)
     return dest, card_path
 
@@ -272,25 +363,42 @@ def _calibration_table(tables):
     return "\n".join(lines)
 
 
-def _init_history(cfg):
-    """For a fine-tuned model, the chain of runs its starting weights came from (read from
-    those files while they exist), back to the run that trained from scratch."""
-    lines, init, seen = [], cfg.get("init"), set()
+def lineage(cfg):
+    """For a fine-tuned model, the runs its starting weights came from, read from those files
+    while they exist, back to the run that trained from scratch: one dict per run (``init``,
+    the file; ``command``; ``epochs``, ``input_size``, ``color``, ``train_minutes``,
+    ``val_nme``, ``epoch``: its best epoch), or ``{"init": file, "missing": True}`` where the
+    file is gone. ``ship_model`` stores it in the shipped checkpoint (``meta["lineage"]``)."""
+    runs, init, seen = [], cfg.get("init"), set()
     while init and init not in seen:
         seen.add(init)
         try:
             parent = read_checkpoint(init)
         except ModelLoadError:
-            lines.append(f"- Fine-tuned from `{init}` (that file is not here to describe).")
+            runs.append({"init": init, "missing": True})
             break
-        m = parent.get("metrics", {})
-        how = "fine-tuned in turn" if parent.get("train_config", {}).get("init") else \
-            "trained from scratch"
-        lines.append(f"- Its starting weights, `{init}`, were {how} by "
-                     f"`{parent.get('command', '?')}` ({m.get('train_minutes', '?')} minutes, best "
-                     f"validation NME {100 * m.get('val_nme', float('nan')):.2f} % at epoch "
-                     f"{m.get('epoch', '?')}).")
-        init = parent.get("train_config", {}).get("init")
+        m, pcfg = parent.get("metrics", {}), parent.get("train_config", {})
+        runs.append({"init": init, "command": parent.get("command", "?"),
+                     "epochs": pcfg.get("epochs"), "input_size": parent.get("input_size"),
+                     "color": bool(pcfg.get("color")), "train_minutes": m.get("train_minutes"),
+                     "val_nme": m.get("val_nme"), "epoch": m.get("epoch")})
+        init = pcfg.get("init")
+    return runs
+
+
+def _init_history(runs):
+    """The model card's lines on ``lineage``."""
+    lines = []
+    for i, run in enumerate(runs):
+        if run.get("missing"):
+            lines.append(f"- Fine-tuned from `{run['init']}` (that file is not here to describe).")
+            break
+        how = "fine-tuned in turn" if i + 1 < len(runs) else "trained from scratch"
+        val = run.get("val_nme")
+        lines.append(f"- Its starting weights, `{run['init']}`, were {how} by "
+                     f"`{run['command']}` ({run.get('train_minutes', '?')} minutes, best "
+                     f"validation NME {100 * (val if val is not None else float('nan')):.2f} % at "
+                     f"epoch {run.get('epoch', '?')}).")
     return "".join("\n" + line for line in lines)
 
 
@@ -331,6 +439,16 @@ def measure_and_ship(pipe, model_path, dest, command=None):
     """Measure ``pipe``'s model (offsets and confidence per head on held-out faces, then both
     protocols on the test sets, printed as they come) and ship it to ``dest`` with its ONNX
     twin and card (``ship_model``). Returns (checkpoint path, card path)."""
+    crops = calibration_crops(pipe)
+    twin, rows, kept = measure_int8(pipe, model_path, crops)
+    int8 = {"rows": rows, "kept": kept, "crops": crops, "calibration": len(crops)}
+    for r in rows:
+        print(f"INT8 twin against the float model, protocol (a) NME on {r['faces']}: "
+              f"{r['int8']:.3f} % against {r['fp32']:.3f} %")
+    print(f"INT8 twin {'kept: every figure below is its own' if kept else 'not kept'} "
+          f"(tolerance {INT8_TOLERANCE} point)")
+    if kept:
+        pipe.model = twin
     bias, confidence, calibration_tables = {}, {}, {}
     for markup in pipe.markups:
         found = measure_bias(pipe, markup)
@@ -361,5 +479,8 @@ def measure_and_ship(pipe, model_path, dest, command=None):
                             confidence={k: v for k, v in confidence.items() if v},
                             calibration_tables=calibration_tables,
                             settings={"flip_tta": pipe.flip_tta, "refine": pipe.refine,
-                                      "detector": pipe.detector.name}, command=command)
+                                      "refit_within": pipe.refit_within,
+                                      "precision": pipe.model.precision,
+                                      "detector": pipe.detector.name}, command=command,
+                            int8=int8)
     return dest, card

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from facial_keypoints.evaluation.metrics import nme
 from facial_keypoints.files import atomic_path, first_line
+from facial_keypoints.images import GRAY_WEIGHTS
 from facial_keypoints.keypoints.checkpoints import (
     atomic_torch_save,
     checkpoint_meta,
@@ -68,6 +69,10 @@ from facial_keypoints.training.loaders import (
     train_loader,
     val_loader,
 )
+
+#: Architectures whose weights fit any input size (fully convolutional), so that ``--init``
+#: may start them at another size.
+RESIZABLE = ("heatmap", "pip")
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,12 +355,31 @@ def train(cfg: TrainConfig, resume=False, progress=True, rt=None):
 
 
 def init_from(model, cfg: TrainConfig):
-    """Load the weights of checkpoint ``cfg.init`` into ``model`` (fine-tuning); the checkpoint
-    must describe the same architecture, arguments and input size."""
+    """Load the weights of checkpoint ``cfg.init`` into ``model`` (fine-tuning). The checkpoint
+    must describe the same architecture and arguments, with two exceptions that keep every
+    weight's meaning: a fully convolutional model (heatmap, pip) may change its input size
+    (a resolution fine-tune), and a grayscale model may start a colour one (``--color``): its
+    first convolution is spread over R, G and B by ``images.GRAY_WEIGHTS``, so the colour model
+    starts out computing exactly what the grayscale one computed from the same photo."""
     init_model, init_meta = load_model(cfg.init, expect_arch=cfg.arch)
-    if init_meta.get("arch_args") != cfg.arch_args() or init_meta["input_size"] != cfg.input_size:
+    have, want = dict(init_meta.get("arch_args", {})), dict(cfg.arch_args())
+    same_size = init_meta["input_size"] == cfg.input_size
+    if cfg.arch in RESIZABLE:
+        have.pop("input_size", None), want.pop("input_size", None)
+        same_size = True
+    to_color = have.pop("in_channels", 1) == 1 and want.get("in_channels", 1) == 3
+    if to_color:
+        want.pop("in_channels")
+    if have != want or not same_size:
         raise ModelLoadError(f"{cfg.init}: a {init_meta['arch']} {init_meta.get('arch_args')} "
                              f"model for {init_meta['input_size']}-px input; this run trains "
                              f"{cfg.arch} {cfg.arch_args()} at {cfg.input_size} px. Pass the "
                              f"same --arch/--width/--input-size, or leave out --init.")
-    load_weights(model, init_model.state_dict(), cfg.init)
+    state = init_model.state_dict()
+    if to_color:
+        weights = torch.from_numpy(GRAY_WEIGHTS)
+        target = model.state_dict()
+        for name, value in state.items():
+            if value.ndim == 4 and value.shape[1] == 1 and target[name].shape[1] == 3:
+                state[name] = value * weights[None, :, None, None]
+    load_weights(model, state, cfg.init)
