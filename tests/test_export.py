@@ -78,7 +78,7 @@ def test_onnx_pipeline_matches_pytorch_on_the_bundled_photo(both_backends):
 
 def test_onnx_batch_of_several_faces(both_backends):
     torch_det, onnx_det = both_backends
-    x = torch.rand(5, 1, torch_det.size, torch_det.size).numpy()
+    x = torch.rand(5, 3 if torch_det.color else 1, torch_det.size, torch_det.size).numpy()
     for a, b in zip(onnx_det.model.predict(x), torch_det.model.predict(x)):
         assert a.shape[0] == 5
         np.testing.assert_allclose(a, b, atol=1e-4)
