@@ -62,9 +62,9 @@ from benchmarks.common import (
     use_threads,
     write_table,
 )
-from benchmarks.dlib_reference import DlibPipeline, same_data_predictor
+from benchmarks.dlib_reference import DlibPipeline, _dlib_match, same_data_predictor
 from facial_keypoints.data.fetch import dataset_ready
-from facial_keypoints.detection.base import crop_for_box, crops_for
+from facial_keypoints.detection.base import crops_for
 from facial_keypoints.evaluation.evaluate import (
     evaluate,
     markup_for,
@@ -176,18 +176,6 @@ def video_benchmark(pipe, track_every=10):
 # --------------------------------------------------------------------------------------------
 # dlib, side by side
 # --------------------------------------------------------------------------------------------
-#: dlib's boxes taken as they are: the crop is the box itself.
-AS_IS = {"dx": 0.0, "dy": 0.0, "size": 1.0}
-
-
-def _dlib_match(boxes, gt):
-    """The dlib box that covers the labelled face: ``evaluate.match_detection`` with the box
-    taken as it is (its centre within a quarter of the face's size of the keypoints' centre,
-    its side within a factor 2 of the face's)."""
-    crops = [crop_for_box(b, 1.0, AS_IS) for b in boxes]
-    return match_detection(crops, gt, 1.0, size_factor=2.0)
-
-
 def compare_with_dlib(pipelines, dlib_pipelines, split="test", frames=None, progress=True):
     """Run this project's pipelines and dlib's on the same faces of ``split``, in this process.
 

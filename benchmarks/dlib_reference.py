@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facial_keypoints.evaluation.evaluate import split_dataset
+from facial_keypoints.detection.base import crop_for_box
+from facial_keypoints.evaluation.evaluate import match_detection, split_dataset
 from facial_keypoints.files import atomic_path, atomic_write_json
 from facial_keypoints.landmarks import FLIP_INDICES
 from facial_keypoints.paths import HOME
@@ -79,6 +80,18 @@ class DlibPipeline:
     def box(rect) -> np.ndarray:
         return np.array([rect.left(), rect.top(), rect.width(), rect.height()], dtype=np.float64)
 
+
+
+#: dlib's boxes taken as they are: the crop is the box itself.
+AS_IS = {"dx": 0.0, "dy": 0.0, "size": 1.0}
+
+
+def _dlib_match(boxes, gt):
+    """The dlib box that covers the labelled face: ``evaluate.match_detection`` with the box
+    taken as it is (its centre within a quarter of the face's size of the keypoints' centre,
+    its side within a factor 2 of the face's)."""
+    crops = [crop_for_box(b, 1.0, AS_IS) for b in boxes]
+    return match_detection(crops, gt, 1.0, size_factor=2.0)
 
 
 CACHE = HOME / "runs" / "dlib_same_data" / "shape_predictor_68_same_data.dat"

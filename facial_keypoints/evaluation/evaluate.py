@@ -90,11 +90,17 @@ def markup_for(split, pipe):
     return markup if markup in pipe.markups else pipe.markup
 
 
-def holdout_names(pipe=None):
-    """The held-out fifth of the 300-W training photos, as the model's run split them."""
+def split_300w_of(pipe=None):
+    """(training names, held-out names) of the 300-W training photos, as the model's run split
+    them (its ``train_config``)."""
     cfg = (pipe.meta.get("train_config") if pipe else None) or {}
     return split_300w_files(cfg.get("data_dir"), cfg.get("holdout_fraction", 0.2),
-                            cfg.get("holdout_seed", 0))[1]
+                            cfg.get("holdout_seed", 0))
+
+
+def holdout_names(pipe=None):
+    """The held-out fifth of the 300-W training photos, as the model's run split them."""
+    return split_300w_of(pipe)[1]
 
 
 def evaluate(pipe, split="test", protocol="pipeline", subset=None, progress=True, names=None,

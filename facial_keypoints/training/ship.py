@@ -30,12 +30,13 @@ import torch
 
 from facial_keypoints.data.course import dataset, person_split
 from facial_keypoints.data.fetch import fetch_300w
-from facial_keypoints.data.w300 import dataset_300w, split_300w_files
+from facial_keypoints.data.w300 import dataset_300w
 from facial_keypoints.evaluation.calibration import calibrate, found_fits, wrong_crop_fits
 from facial_keypoints.evaluation.evaluate import (
     PROTOCOL_TITLES,
     evaluate,
     holdout_names,
+    split_300w_of,
     split_dataset,
 )
 from facial_keypoints.evaluation.metrics import format_metrics, interocular
@@ -136,9 +137,7 @@ def calibration_crops(pipe, per_set=200, seed=0):
     cfg = pipe.meta.get("train_config") or {}
     sets = [dataset("train", names=person_split(cfg)[0], data_dir=cfg.get("data_dir"))]
     if "300w" in pipe.markups and fetch_300w(quiet=True) is not None:
-        names = split_300w_files(cfg.get("data_dir"), cfg.get("holdout_fraction", 0.2),
-                                 cfg.get("holdout_seed", 0))[0]
-        sets.append(dataset_300w(data_dir=cfg.get("data_dir"), names=names))
+        sets.append(dataset_300w(data_dir=cfg.get("data_dir"), names=split_300w_of(pipe)[0]))
     rng = np.random.default_rng(seed)
     crops = []
     for ds in sets:
