@@ -377,12 +377,13 @@ def same_faces(a, b) -> bool:
         for x, y in zip(a, b))
 
 
-def shared_threads(model, photos, threads=(1, 2, 8), rounds=3):
-    """One ``KeypointPipeline`` per detector shared by a pool of threads over ``photos``: photos
+def shared_threads(model, photos, threads=(1, 2, 8), rounds=3, onnx_threads=(None, 1)):
+    """One ``KeypointPipeline`` per detector (and per number of onnxruntime threads,
+    ``onnx_threads``; None: the default) shared by a pool of threads over ``photos``: photos
     per second (best of ``rounds``) and whether every call gave exactly its sequential result."""
     rows = []
-    for name in ("blazeface", "haar"):
-        pipe = make_pipeline(model, "onnx", detector=name)
+    for name, inner in ((name, k) for name in ("blazeface", "haar") for k in onnx_threads):
+        pipe = make_pipeline(model, "onnx", detector=name, threads=inner)
         want = [pipe.get_landmarks(p) for p in photos]
         for n in threads:
             best, same = 0.0, True
@@ -395,7 +396,8 @@ def shared_threads(model, photos, threads=(1, 2, 8), rounds=3):
                         got = list(pool.map(pipe.get_landmarks, photos))
                 best = max(best, len(photos) / (time.perf_counter() - t0))
                 same &= all(same_faces(g, w) for g, w in zip(got, want))
-            rows.append({"detector": name, "threads": n, "photos": len(photos),
+            rows.append({"detector": name, "onnxruntime threads": inner or ONNX_THREADS,
+                         "threads": n, "photos": len(photos),
                          "photos/s": round(best, 1), "same as sequential": same})
     return rows
 

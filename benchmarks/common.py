@@ -22,13 +22,14 @@ from facial_keypoints.paths import HOME
 TORCH_THREADS = torch.get_num_threads()
 
 
-def make_pipeline(model, backend, flip_tta=False, detector="blazeface", precision="auto"):
+def make_pipeline(model, backend, flip_tta=False, detector="blazeface", precision="auto",
+                  threads=None):
     """``KeypointPipeline`` set up as ``fkp-detect`` runs it: PyTorch on torch's threads; for
     ONNX, onnxruntime as ``keypoints.runtime.OnnxKeypointModel`` sets it up (and torch, unused
     there, on one thread). ``use_threads(pipe)`` restores that set-up."""
     torch.set_num_threads(1 if backend == "onnx" else TORCH_THREADS)
     pipe = KeypointPipeline(model, detector=detector, flip_tta=flip_tta, backend=backend,
-                            precision=precision)
+                            precision=precision, threads=threads)
     pipe.torch_threads = torch.get_num_threads()
     return pipe
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import types
 
 import cv2
 import numpy as np
 import pytest
 
-from benchmarks import benchmark, common, dlib_reference, speedups
+from benchmarks import benchmark, common, dlib_reference, refit, speedups
 from facial_keypoints import geometry, images, paths
 from facial_keypoints.data import course
 from facial_keypoints.detection import base
@@ -158,9 +159,12 @@ def test_failures_caught_by_the_least_confident_faces():
 
 def test_shared_threads_reports_speed_and_sameness(astronaut):
     rows = benchmark.shared_threads(paths.DEFAULT_MODEL, [astronaut] * 4, threads=(1, 2),
-                                    rounds=1)
-    assert [(r["detector"], r["threads"]) for r in rows] == \
-        [("blazeface", 1), ("blazeface", 2), ("haar", 1), ("haar", 2)]
+                                    rounds=1, onnx_threads=(None, 1))
+    every = os.cpu_count()
+    assert [(r["detector"], r["onnxruntime threads"], r["threads"]) for r in rows] == \
+        [("blazeface", every, 1), ("blazeface", every, 2), ("blazeface", 1, 1),
+         ("blazeface", 1, 2), ("haar", every, 1), ("haar", every, 2), ("haar", 1, 1),
+         ("haar", 1, 2)]
     assert all(r["same as sequential"] and r["photos/s"] > 0 for r in rows)
 
 
@@ -224,4 +228,19 @@ def test_speedups_times_every_setup_on_the_same_frames(astronaut):
              "every face refitted": pipeline.KeypointPipeline(refit_within=None)}
     times = speedups.timings(pipes, [astronaut, astronaut])
     assert set(times) == set(pipes)
-    assert all(total > step > 0 for total, step in times.values())
+    assert all(total > median > 0 and total > mean > 0 for total, median, mean in times.values())
+
+
+def test_the_refit_rule_picks_the_most_skipped_within_its_cost():
+    def row(name, skipped, course, wild):
+        return {"refit_within": name, "course val: refits skipped %": skipped[0],
+                "course val: NME %": course, "300-W held-out: refits skipped %": skipped[1],
+                "300-W held-out: NME %": wild}
+    table = [row("every face refitted", (0, 0), 3.9, 3.5),
+             row("a", (30, 30), 3.9, 3.5),
+             row("b", (60, 60), 3.904, 3.495),      # within 0.005 on both: the most skipped
+             row("c", (90, 90), 3.9, 3.506),        # cheaper on one set, too dear on the other
+             row("no refit (refine 0)", (100, 100), 3.95, 3.55)]
+    assert refit.pick(table)["refit_within"] == "b"
+    table[2]["course val: NME %"] = 3.906
+    assert refit.pick(table)["refit_within"] == "a"

@@ -396,3 +396,25 @@ def test_a_face_whose_first_square_was_right_is_not_refitted(astronaut):
         assert calls == [1, 1]
     finally:
         pipe.model.predict = real
+
+
+def test_a_doubtful_fit_is_refitted_even_where_its_square_was_right(astronaut):
+    """A fit below the confidence floor gets its second pass: the refit may lift it above the
+    floor, and the retry from turned squares compares fits that had the same passes."""
+    pipe = pipeline.KeypointPipeline()
+    crops = base.crops_for(pipe.detect(astronaut), pipe.detector, pipe.crop_scale)
+    first, conf = pipe.keypoints_for_crops(astronaut, crops)
+    own = np.array([upright_square(p, pipe.crop_scale) for p in first])
+    assert pipe.square_was_right(own, first).all() and (conf >= pipe.confidence_floor).all()
+    assert pipe.keeps_first_fit(own, first, conf).all()
+    assert not pipe.keeps_first_fit(own, first, conf * 0 + pipe.confidence_floor / 2).any()
+    calls = []
+    real = pipe.model.predict
+    pipe.model.predict = lambda batch: calls.append(len(batch)) or real(batch)
+    try:
+        pipe.confidence_floor = float(conf.max()) * 2        # every fit doubtful now
+        pipe.retry_turns = ()
+        pipe.fit(astronaut, own)
+        assert calls == [1, 1]
+    finally:
+        pipe.model.predict = real

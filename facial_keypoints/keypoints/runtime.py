@@ -35,8 +35,8 @@ PRECISIONS = ("auto", "int8", "fp32")
 #: Raised when what is exported changes: older exports are then made again.
 EXPORT_FORMAT = 3
 TRAIN_EXTRA = "pip install 'facial-keypoints[train]'"
-#: onnxruntime's threads unless told otherwise: half the cores, at least one.
-ONNX_THREADS = max(1, (os.cpu_count() or 2) // 2)
+#: onnxruntime's threads unless told otherwise: every core (``OnnxKeypointModel``).
+ONNX_THREADS = os.cpu_count() or 1
 
 
 class ModelLoadError(ValueError):
@@ -60,11 +60,12 @@ def int8_path_for(checkpoint) -> Path:
 class OnnxKeypointModel:
     """The network run by onnxruntime: ``predict(batch) -> (keypoints, confidence)``.
 
-    onnxruntime runs on ``threads`` (default: half the cores, at least one) and its threads do
-    not spin while waiting for work. Measured on 2 cores: spinning threads make the keypoint
-    step alone faster (2.5-2.8 ms instead of about 4 ms per face) but steal the cores from the
-    face detector, and the whole pipeline slower (43 ms instead of 31 ms per test frame); one
-    thread beat two."""
+    onnxruntime runs on ``threads`` (default: every core, ``ONNX_THREADS``) and its threads do
+    not spin while waiting for work: spinning threads steal the cores from the face detector
+    (measured on 2 cores: the whole pipeline 43 instead of 31 ms per test frame). Threads that
+    do not spin make one caller's pipeline faster on both cores than on one
+    (``python -m benchmarks.speedups``); a pipeline shared by concurrent callers (a server)
+    may do better on fewer (``python -m benchmarks.benchmark --threads-shared``)."""
 
     def __init__(self, path, threads=None):
         if ort is None:

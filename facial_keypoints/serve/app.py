@@ -28,6 +28,7 @@ connection has its own tracker.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -63,6 +64,11 @@ CAMERA_DETECT_EVERY = 10
 
 Detector = Literal[tuple(DETECTORS)]
 DEFAULT_DETECTOR = next(iter(DETECTORS))   # fkp-detect's default
+#: onnxruntime's threads for the keypoint model of the shared pipelines: half the cores, as
+#: concurrent requests share them (``python -m benchmarks.benchmark --threads-shared``,
+#: ``results/threads.md``: one pipeline shared by threads served more photos per second so
+#: than on every core, which one caller's pipeline prefers).
+SHARED_THREADS = max(1, (os.cpu_count() or 2) // 2)
 Filter = Literal[tuple(FILTERS)]
 #: How the upload is sent, for the OpenAPI document (the handlers read the body themselves, to
 #: enforce the size limit before it is all in memory).
@@ -82,7 +88,8 @@ class Pipelines:
         self.model, self.backend = str(model), backend
         self._lock = threading.Lock()
         # the default pipeline: a missing or broken model fails here, before anything is served
-        self.default = KeypointPipeline(self.model, detector=DEFAULT_DETECTOR, backend=backend)
+        self.default = KeypointPipeline(self.model, detector=DEFAULT_DETECTOR, backend=backend,
+                                        threads=SHARED_THREADS)
         self._made = {(DEFAULT_DETECTOR, self.default.markup): self.default}
 
     def get(self, detector, markup) -> KeypointPipeline:
@@ -95,7 +102,8 @@ class Pipelines:
         with self._lock:
             if (detector, markup) not in self._made:
                 self._made[detector, markup] = KeypointPipeline(
-                    self.model, detector=detector, markup=markup, backend=self.backend)
+                    self.model, detector=detector, markup=markup, backend=self.backend,
+                    threads=SHARED_THREADS)
             return self._made[detector, markup]
 
 
