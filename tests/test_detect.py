@@ -400,7 +400,7 @@ def test_a_face_whose_first_square_was_right_is_not_refitted(astronaut):
 
 def test_a_doubtful_fit_is_refitted_even_where_its_square_was_right(astronaut):
     """A fit below the confidence floor gets its second pass: the refit may lift it above the
-    floor, and the retry from turned squares compares fits that had the same passes."""
+    floor, so that only a fit still doubtful after it is tried again from turned squares."""
     pipe = pipeline.KeypointPipeline()
     crops = base.crops_for(pipe.detect(astronaut), pipe.detector, pipe.crop_scale)
     first, conf = pipe.keypoints_for_crops(astronaut, crops)
