@@ -133,9 +133,18 @@ def long_clip(tmp_path_factory, astronaut):
     return path
 
 
+def _ctrl_c_as_in_a_terminal():
+    # A shell without job control starts `cmd &` with SIGINT ignored, and a child inherits
+    # that: Python then installs no KeyboardInterrupt handler. Where the tests themselves run
+    # in the background (seen: the CI script started with `&`), the command would never see
+    # the Ctrl-C these tests send it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_detect(*args):
     return subprocess.Popen([sys.executable, "detect.py", *map(str, args)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
 
 
 def wait_for(condition, proc, timeout=60):
