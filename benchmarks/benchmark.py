@@ -39,6 +39,7 @@ Timings are wall-clock on whatever else the machine is doing: run it on an idle 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -382,7 +383,7 @@ def shared_threads(model, photos, threads=(1, 2, 8), rounds=3, onnx_threads=(Non
     ``onnx_threads``; None: the default) shared by a pool of threads over ``photos``: photos
     per second (best of ``rounds``) and whether every call gave exactly its sequential result."""
     rows = []
-    for name, inner in ((name, k) for name in ("blazeface", "haar") for k in onnx_threads):
+    for name, inner in itertools.product(("blazeface", "haar"), onnx_threads):
         pipe = make_pipeline(model, "onnx", detector=name, threads=inner)
         want = [pipe.get_landmarks(p) for p in photos]
         for n in threads:

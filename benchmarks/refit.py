@@ -103,13 +103,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     pipe = make_pipeline(args.model, "onnx")
     table = refit_report(pipe)
+    picked = pick(table)["refit_within"]
     path = write_table(table, args.out, "refit",
                        f"Skipping the refit where the first square was right: held-out faces "
                        f"through the pipeline ({shown(args.model)}, onnxruntime, "
                        f"{pipe.model.precision}); the rule (at most {COST} point above "
                        f"refitting every face on each set, the most refits skipped) picks "
-                       f"{pick(table)['refit_within']}")
-    print(f"picked: {pick(table)['refit_within']} (the default: {REFIT_WITHIN})")
+                       f"{picked}")
+    print(f"picked: {picked} (the default: {REFIT_WITHIN})")
     print(f"-> {path}")
     return 0
 

@@ -163,8 +163,9 @@ class KeypointPipeline:
         refine: how many times to re-crop around the predicted keypoints and predict again.
         refit_within: (share, degrees): a face whose re-crop would move its square's centre
             and side by at most that share of its side and its angle by at most that many
-            degrees keeps its fit, as the refit would see the same crop (default
-            ``REFIT_WITHIN``); None: every face is refitted.
+            degrees keeps its fit, as the refit would see the same crop, unless the model
+            doubts the fit (``keeps_first_fit``; default ``REFIT_WITHIN``); None: every face
+            is refitted.
         flip_tta: also predict on the mirrored crop and average (mirror table applied).
         backend: ``"onnx"`` (onnxruntime on the CPU, no PyTorch needed: the shipped model's
             ONNX twin, or a checkpoint exported to ``<model>.onnx`` first) or ``"torch"``
